@@ -1,0 +1,8 @@
+"""Django app holding the agent's models, API, admin and services."""
+
+from django.apps import AppConfig
+
+
+class AgentAppConfig(AppConfig):
+    name = "agent_app"
+    verbose_name = "RL agent"

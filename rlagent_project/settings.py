@@ -1,0 +1,234 @@
+"""Django settings: every knob is read here, once, from the environment (README has the table).
+
+With no environment at all the service runs "embedded": SQLite, a filesystem Celery broker and
+files under ./var. Setting DATABASE_URL and/or REDIS_HOST switches to Postgres and Redis.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from rlagent_project.env import env_bool, env_choice, env_float, env_int, env_list, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+# --- Mode -------------------------------------------------------------------------------
+# Local state (SQLite file, broker folders, generated secret, checkpoints in embedded mode).
+DATA_DIR = Path(env_str("DATA_DIR", str(BASE_DIR / "var"))).resolve()
+# Redis hostname. Unset means "no Redis" (embedded mode); docker-compose sets the seed's `redis`.
+REDIS_HOST = env_str("REDIS_HOST", "")
+REDIS_PORT = env_int("REDIS_PORT", 6379, minimum=1, maximum=65535)
+REDIS_DB = env_int("REDIS_DB", 0, minimum=0, maximum=15)
+REDIS_URL = f"redis://{REDIS_HOST}:{REDIS_PORT}/{REDIS_DB}" if REDIS_HOST else ""
+DATABASE_URL = env_str("DATABASE_URL", "")
+EMBEDDED = not (REDIS_HOST or DATABASE_URL)
+
+# --- Core Django ------------------------------------------------------------------------
+DEBUG = env_bool("DEBUG", False)
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+
+def _secret_key() -> str:
+    key = env_str("SECRET_KEY", "")
+    if key:
+        return key
+    if not (EMBEDDED or DEBUG):
+        raise ImproperlyConfigured(
+            "Environment variable SECRET_KEY is required when DATABASE_URL or REDIS_HOST is set."
+        )
+    # Embedded mode: a random key generated once and kept beside the SQLite database.
+    path = DATA_DIR / "secret_key"
+    if not path.exists():
+        DATA_DIR.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(50))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "django_prometheus",
+    "django_celery_beat",
+    "agent_app",
+]
+
+MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
+]
+
+ROOT_URLCONF = "rlagent_project.urls"
+WSGI_APPLICATION = "rlagent_project.wsgi.application"
+APPEND_SLASH = False  # the seed's paths have no trailing slash; POSTs must not be redirected
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# Postgres when DATABASE_URL is set, else SQLite under DATA_DIR.
+DATABASES = {
+    "default": dj_database_url.parse(
+        DATABASE_URL or f"sqlite:///{DATA_DIR / 'db.sqlite3'}", conn_max_age=60,
+        conn_health_checks=True,
+    )
+}
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    # WAL lets the web, worker and beat processes read while one writes.
+    DATABASES["default"]["OPTIONS"] = {"init_command": "PRAGMA journal_mode=WAL;", "timeout": 20}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env_str("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = DATA_DIR / "static"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+
+# Largest accepted request body; larger ones get 413 (batch reports are the biggest bodies).
+MAX_BODY_BYTES = env_int("MAX_BODY_BYTES", 1_048_576, minimum=1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_BODY_BYTES
+
+# --- Security (check --deploy is clean with DEBUG off) -----------------------------------
+# The API is plain HTTP on port 5000 behind the gateway, as in the seed; TLS is terminated in
+# front of it. Set SECURE_SSL_REDIRECT=true when the service is exposed directly over HTTPS.
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31_536_000, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+SECURE_HSTS_PRELOAD = True
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", not DEBUG)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+X_FRAME_OPTIONS = "DENY"
+# W008 asks for an HTTPS redirect, which would break the seed's plain-HTTP API (see above).
+SILENCED_SYSTEM_CHECKS = [] if SECURE_SSL_REDIRECT else ["security.W008"]
+
+# --- REST framework and OpenAPI ---------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "UNAUTHENTICATED_USER": None,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "RL Agent Service",
+    "DESCRIPTION": "Deep Q-Network replica selection for LLM gateways.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+# --- The agent (seed variables first) ---------------------------------------------------
+# Prometheus queried for the host's memory and CPU use; the host itself is read when it fails.
+PROMETHEUS_URL = env_str("PROMETHEUS_URL", "http://prometheus:9090")
+# Checkpoint path. The seed's /models/rl_agent.pth, or under DATA_DIR in embedded mode.
+MODEL_PATH = Path(
+    env_str("MODEL_PATH", str(DATA_DIR / "models" / "rl_agent.pth") if EMBEDDED else "/models/rl_agent.pth")
+)
+# Number of LLM replicas N (state has N + 7 values). The seed says 2 but describes 3; 3 it is.
+NUM_REPLICAS = env_int("NUM_REPLICAS", 3, minimum=2, maximum=64)
+# Names returned as replica_name, comma-separated; replica-1..replica-N by default.
+REPLICA_NAMES = env_list("REPLICA_NAMES", [f"replica-{i + 1}" for i in range(NUM_REPLICAS)])
+if len(REPLICA_NAMES) != NUM_REPLICAS:
+    raise ImproperlyConfigured(
+        f"Environment variable REPLICA_NAMES has {len(REPLICA_NAMES)} names but NUM_REPLICAS={NUM_REPLICAS}."
+    )
+# Epsilon-greedy exploration; false is pure exploitation (the admin can override it at run time).
+RL_EXPLORATION = env_bool("RL_EXPLORATION", True)
+# Torch device for training: cpu, cuda or auto (cuda when available).
+RL_DEVICE = env_choice("RL_DEVICE", "auto", ("auto", "cpu", "cuda"))
+# Replay store: redis (needs REDIS_HOST) or database; redis whenever Redis is configured.
+REPLAY_STORE = env_choice("REPLAY_STORE", "redis" if REDIS_HOST else "database", ("redis", "database"))
+if REPLAY_STORE == "redis" and not REDIS_HOST:
+    raise ImproperlyConfigured("Environment variable REPLAY_STORE=redis needs REDIS_HOST to be set.")
+REPLAY_CAPACITY = env_int("REPLAY_CAPACITY", 10_000, minimum=64)
+# Seconds between scheduled training runs, samples per batch and gradient steps per run.
+TRAINING_INTERVAL_SECONDS = env_float("TRAINING_INTERVAL_SECONDS", 60.0, minimum=1.0)
+TRAINING_BATCH_SIZE = env_int("TRAINING_BATCH_SIZE", 64, minimum=1, maximum=4096)
+TRAINING_ITERATIONS = env_int("TRAINING_ITERATIONS", 1, minimum=1, maximum=100_000)
+# Gradient steps between target-network syncs and between checkpoints; checkpoints kept.
+TARGET_SYNC_STEPS = env_int("TARGET_SYNC_STEPS", 100, minimum=1)
+CHECKPOINT_EVERY_STEPS = env_int("CHECKPOINT_EVERY_STEPS", 500, minimum=1)
+CHECKPOINT_KEEP = env_int("CHECKPOINT_KEEP", 5, minimum=1)
+# How long POST /train waits for the training worker before answering 504.
+TRAIN_TIMEOUT_SECONDS = env_float("TRAIN_TIMEOUT_SECONDS", 30.0, minimum=1.0)
+# Seconds between a web worker's checks for newly published weights and shared settings.
+SYNC_INTERVAL_SECONDS = env_float("SYNC_INTERVAL_SECONDS", 0.5, minimum=0.05, maximum=60.0)
+# Endpoints callable without an API key inside a trusted network (comma-separated).
+OPEN_ENDPOINTS = env_list("OPEN_ENDPOINTS", ["select_replica", "stats", "health"])
+# Port the web server listens on (the seed's examples use 5000).
+PORT = env_int("PORT", 5000, minimum=1, maximum=65535)
+
+# --- Celery -----------------------------------------------------------------------------
+# Redis when REDIS_HOST is set; otherwise kombu's filesystem transport, which needs no server and
+# lets a separate worker and beat process share the queue through a folder on this machine.
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL or "filesystem://")
+BROKER_DIR = DATA_DIR / "broker"
+if CELERY_BROKER_URL.startswith("filesystem"):
+    BROKER_DIR.mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(BROKER_DIR),
+        "data_folder_out": str(BROKER_DIR),
+    }
+CELERY_RESULT_BACKEND = env_str("CELERY_RESULT_BACKEND", REDIS_URL)
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TIMEZONE = TIME_ZONE
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+
+# --- Logging ----------------------------------------------------------------------------
+LOG_LEVEL = env_choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error")).upper()
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {"django": {"level": "INFO"}},
+}
+

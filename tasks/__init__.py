@@ -1,0 +1,1 @@
+"""Celery tasks. A top-level package: the Celery app lists its modules in `imports`."""

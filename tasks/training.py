@@ -1,0 +1,1 @@
+"""Training, target-sync and checkpoint tasks for the `training` queue."""

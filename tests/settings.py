@@ -1,0 +1,41 @@
+"""Test settings: real Postgres and Redis when reachable (or required), SQLite otherwise.
+
+TEST_BACKENDS=auto (default) probes 127.0.0.1; =real fails unless both answer (CI);
+=embedded forces SQLite and no Redis. Explicit DATABASE_URL / REDIS_HOST always win.
+"""
+
+import os
+import socket
+import tempfile
+
+
+def _reachable(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+_mode = os.environ.get("TEST_BACKENDS", "auto")
+if _mode not in ("auto", "real", "embedded"):
+    raise SystemExit(f"TEST_BACKENDS={_mode!r}: expected auto, real or embedded")
+if _mode != "embedded":
+    _pg, _redis = _reachable(5432), _reachable(6379)
+    if _mode == "real" and not (_pg and _redis):
+        raise SystemExit(
+            f"TEST_BACKENDS=real but Postgres reachable={_pg}, Redis reachable={_redis} on 127.0.0.1"
+        )
+    if _pg:
+        os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
+    if _redis:
+        os.environ.setdefault("REDIS_HOST", "127.0.0.1")
+        os.environ.setdefault("REDIS_DB", "15")  # a database of its own, flushed by the tests
+os.environ.setdefault("SECRET_KEY", "test-secret-key-" + "x" * 40)
+os.environ.setdefault("DATA_DIR", tempfile.mkdtemp(prefix="rlagent-test-"))
+os.environ.setdefault("MODEL_PATH", os.path.join(os.environ["DATA_DIR"], "models", "rl_agent.pth"))
+
+from rlagent_project.settings import *  # noqa: E402,F403
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast logins in tests
+STORAGES["staticfiles"]["BACKEND"] = "django.contrib.staticfiles.storage.StaticFilesStorage"  # noqa: F405
