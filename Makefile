@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 run: $(VENV)/.installed  ## install, migrate and start web + training worker + beat on port 5000
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py collectstatic --noinput -v0
-	$(BIN)/honcho start -f Procfile
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start -f Procfile
 
 test: $(VENV)/.installed-dev  ## install test tools and run the whole suite
 	$(BIN)/pytest $(PYTEST_ARGS)
