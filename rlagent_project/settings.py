@@ -152,7 +152,9 @@ SILENCED_SYSTEM_CHECKS = [] if SECURE_SSL_REDIRECT else ["security.W008"]
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["agent_app.api.parsers.BoundedJSONParser"],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["agent_app.api.auth.ApiKeyAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["agent_app.api.auth.ApiKeyOrOpenEndpoint"],
     "UNAUTHENTICATED_USER": None,
 }
 SPECTACULAR_SETTINGS = {
@@ -194,6 +196,8 @@ TRAINING_ITERATIONS = env_int("TRAINING_ITERATIONS", 1, minimum=1, maximum=100_0
 TARGET_SYNC_STEPS = env_int("TARGET_SYNC_STEPS", 100, minimum=1)
 CHECKPOINT_EVERY_STEPS = env_int("CHECKPOINT_EVERY_STEPS", 500, minimum=1)
 CHECKPOINT_KEEP = env_int("CHECKPOINT_KEEP", 5, minimum=1)
+# Gradient steps a model needs before it routes; until then least-loaded decides (and says so).
+RL_MIN_TRAINING_STEPS = env_int("RL_MIN_TRAINING_STEPS", 100, minimum=0)
 # How long POST /train waits for the training worker before answering 504.
 TRAIN_TIMEOUT_SECONDS = env_float("TRAIN_TIMEOUT_SECONDS", 30.0, minimum=1.0)
 # Seconds between a web worker's checks for newly published weights and shared settings.
@@ -220,6 +224,41 @@ CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Everything the trainer does goes to one queue, consumed by a worker with concurrency 1.
+CELERY_TASK_ROUTES = {"tasks.training.*": {"queue": "training"}}
+CELERY_TASK_DEFAULT_QUEUE = "training"
+# One task at a time per worker process: a training run must not sit behind a prefetched one.
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Late ack: a task lost with its worker is redelivered. Safe because every task is idempotent
+# (the lease serialises training; a redelivered run is just one more run on fresh data).
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# Limits below the training interval, so a stuck run ends before the next one is due.
+CELERY_TASK_SOFT_TIME_LIMIT = max(1, int(TRAINING_INTERVAL_SECONDS * 0.75))
+CELERY_TASK_TIME_LIMIT = max(2, int(TRAINING_INTERVAL_SECONDS * 0.9))
+# Redis redelivers an unacknowledged task after this; above the hard limit, or runs would double.
+if CELERY_BROKER_URL.startswith("redis"):
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIME_LIMIT * 4}
+CELERY_RESULT_EXPIRES = 3600
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Periodic tasks expire after one interval: a backlog (worker down) never piles up runs.
+CELERY_BEAT_SCHEDULE = {
+    "train": {
+        "task": "tasks.training.scheduled_train",
+        "schedule": TRAINING_INTERVAL_SECONDS,
+        "options": {"expires": TRAINING_INTERVAL_SECONDS},
+    },
+    "sync-target-if-due": {
+        "task": "tasks.training.sync_target_if_due",
+        "schedule": TRAINING_INTERVAL_SECONDS,
+        "options": {"expires": TRAINING_INTERVAL_SECONDS},
+    },
+    "checkpoint-if-due": {
+        "task": "tasks.training.checkpoint_if_due",
+        "schedule": TRAINING_INTERVAL_SECONDS * 5,
+        "options": {"expires": TRAINING_INTERVAL_SECONDS * 5},
+    },
+}
 
 # --- Logging ----------------------------------------------------------------------------
 LOG_LEVEL = env_choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error")).upper()

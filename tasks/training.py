@@ -1,1 +1,61 @@
-"""Training, target-sync and checkpoint tasks for the `training` queue."""
+"""Training, target-sync and checkpoint tasks for the `training` queue.
+
+Each task calls one service function; the service takes the training lease, so a second
+worker, a second beat or a /train call during a run gets a refusal at once instead of training
+the same model concurrently. Refusals are returned as data (JSON), not raised, so /train can
+answer them clearly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import shared_task
+from django.conf import settings
+
+from agent_app.services import training
+
+
+def _refusal(exc: training.TrainingRefused) -> dict[str, Any]:
+    kind = "busy" if isinstance(exc, training.TrainingBusy) else "not_enough"
+    return {"refused": kind, "detail": str(exc), "context": exc.context}
+
+
+@shared_task(name="tasks.training.train")
+def train_task(batch_size: int, iterations: int) -> dict[str, Any]:
+    try:
+        return training.train(batch_size=batch_size, iterations=iterations)
+    except training.TrainingRefused as exc:
+        return _refusal(exc)
+
+
+@shared_task(name="tasks.training.scheduled_train")
+def scheduled_train_task() -> dict[str, Any]:
+    """Beat's periodic run with the configured batch size and iterations."""
+    return train_task(settings.TRAINING_BATCH_SIZE, settings.TRAINING_ITERATIONS)
+
+
+@shared_task(name="tasks.training.checkpoint")
+def checkpoint_task() -> dict[str, Any]:
+    try:
+        return training.save_model()
+    except training.TrainingRefused as exc:
+        return _refusal(exc)
+
+
+@shared_task(name="tasks.training.checkpoint_if_due")
+def checkpoint_if_due_task() -> dict[str, Any]:
+    """Safety net: a checkpoint every CHECKPOINT_EVERY_STEPS even if a training run's write failed."""
+    try:
+        return training.checkpoint_if_due()
+    except training.TrainingRefused as exc:
+        return _refusal(exc)
+
+
+@shared_task(name="tasks.training.sync_target_if_due")
+def sync_target_if_due_task() -> dict[str, Any]:
+    """Safety net: the training loop syncs every TARGET_SYNC_STEPS; this only catches up."""
+    try:
+        return training.sync_target_if_due()
+    except training.TrainingRefused as exc:
+        return _refusal(exc)

@@ -1,0 +1,145 @@
+"""Input and output serializers per endpoint; bounds follow the seed's state table."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from rest_framework import serializers
+
+from agent_app.api.fields import StrictBooleanField, StrictFloatField, StrictIntegerField, VectorField
+from agent_app.decisions import InvalidDecision, decode_decision
+
+MAX_LOAD = 1e6  # loads and queue depth are 0-100 in the seed; larger readings are clipped, not refused
+MAX_LATENCY_MS = 3_600_000.0
+MAX_RPS = 1e7
+MAX_BATCH = 1000
+
+
+def state_bounds() -> list[tuple[float, float]]:
+    """Bounds of each raw state value: N loads, queue, latency (s), rps, success, memory, cpu, time."""
+    unit = (0.0, 1.0)
+    return [(0.0, MAX_LOAD)] * settings.NUM_REPLICAS + [
+        (0.0, MAX_LOAD), (0.0, MAX_LATENCY_MS / 1000), (0.0, MAX_RPS), unit, unit, unit, unit,
+    ]
+
+
+class LoadsField(VectorField):
+    def get_bounds(self):
+        return [(0.0, MAX_LOAD)] * settings.NUM_REPLICAS
+
+
+class StateField(VectorField):
+    def get_bounds(self):
+        return state_bounds()
+
+
+class ActionField(StrictIntegerField):
+    def __init__(self, **kwargs) -> None:
+        super().__init__(min_value=0, max_value=0, **kwargs)
+
+    def to_internal_value(self, data):
+        self.max_value = settings.NUM_REPLICAS - 1
+        return super().to_internal_value(data)
+
+
+class SelectReplicaRequest(serializers.Serializer):
+    replica_loads = LoadsField(help_text="Load of each replica, 0-100 (NUM_REPLICAS values).")
+    queue_depth = StrictFloatField(min_value=0, max_value=MAX_LOAD, help_text="Jobs waiting, 0-100.")
+    recent_latency_ms = StrictFloatField(min_value=0, max_value=MAX_LATENCY_MS)
+    current_rps = StrictFloatField(min_value=0, max_value=MAX_RPS)
+    success_rate = StrictFloatField(min_value=0, max_value=1)
+
+
+class SelectReplicaResponse(serializers.Serializer):
+    replica_idx = serializers.IntegerField()
+    replica_name = serializers.CharField()
+    confidence = serializers.FloatField(help_text="Softmax probability of the chosen replica's Q-value.")
+    exploration = serializers.BooleanField()
+    policy = serializers.ChoiceField(choices=["dqn", "explore", "least_loaded"])
+    fallback_reason = serializers.CharField(allow_null=True)
+    model_version = serializers.IntegerField()
+    decision_id = serializers.CharField(help_text="Send back to /record_experience instead of state+action.")
+    state = serializers.ListField(child=serializers.FloatField())
+
+
+class ExperienceRequest(serializers.Serializer):
+    experience_id = serializers.RegexField(
+        r"^[A-Za-z0-9._:-]{1,128}$", required=False,
+        help_text="Idempotency key: a retried report with the same id is stored once.",
+    )
+    decision_id = serializers.CharField(required=False, max_length=1024)
+    state = StateField(required=False)
+    action = ActionField(required=False)
+    latency_ms = StrictFloatField(min_value=0, max_value=MAX_LATENCY_MS)
+    success = StrictBooleanField()
+    replica_loads = LoadsField(help_text="Replica loads after the request.")
+    next_state = StateField(required=False)
+
+    def validate(self, attrs):
+        has_state = "state" in attrs or "action" in attrs
+        if "decision_id" in attrs:
+            if has_state:
+                raise serializers.ValidationError("send either decision_id or state and action, not both")
+            try:
+                decision = decode_decision(attrs.pop("decision_id"), settings.NUM_REPLICAS + 7)
+            except InvalidDecision as exc:
+                raise serializers.ValidationError({"decision_id": str(exc)}) from None
+            if decision.action >= settings.NUM_REPLICAS:
+                raise serializers.ValidationError({"decision_id": "decision is for another replica count"})
+            attrs["state"], attrs["action"] = decision.state, decision.action
+        else:
+            missing = [name for name in ("state", "action") if name not in attrs]
+            if missing:
+                raise serializers.ValidationError(
+                    {name: "required unless decision_id is sent" for name in missing}
+                )
+        return attrs
+
+
+class ExperienceBatchRequest(serializers.Serializer):
+    experiences = ExperienceRequest(many=True, allow_empty=False, max_length=MAX_BATCH)
+
+
+class RecordResponse(serializers.Serializer):
+    stored = serializers.IntegerField(help_text="New experiences stored.")
+    duplicates = serializers.IntegerField(help_text="Experiences whose experience_id was already stored.")
+    rewards = serializers.ListField(child=serializers.FloatField())
+    buffer_size = serializers.IntegerField()
+
+
+class TrainQuery(serializers.Serializer):
+    batch_size = serializers.IntegerField(min_value=1, max_value=4096, default=64)
+    iterations = serializers.IntegerField(min_value=1, max_value=10_000, default=1)
+
+
+class TrainResponse(serializers.Serializer):
+    loss = serializers.FloatField(allow_null=True)
+    epsilon = serializers.FloatField()
+    buffer_size = serializers.IntegerField()
+    steps_done = serializers.IntegerField()
+    model_version = serializers.IntegerField()
+    target_syncs = serializers.IntegerField()
+
+
+class SaveModelResponse(serializers.Serializer):
+    path = serializers.CharField()
+    version = serializers.IntegerField()
+    steps_done = serializers.IntegerField()
+
+
+class StatsResponse(serializers.Serializer):
+    epsilon = serializers.FloatField()
+    steps_done = serializers.IntegerField()
+    buffer_size = serializers.IntegerField(allow_null=True)
+    avg_recent_reward = serializers.FloatField(allow_null=True)
+    device = serializers.CharField()
+    model_path = serializers.CharField()
+    model_version = serializers.IntegerField()
+    exploration = serializers.BooleanField()
+    selections = serializers.DictField(child=serializers.DictField(child=serializers.IntegerField()))
+    backends = serializers.DictField(child=serializers.CharField())
+    last_loss = serializers.FloatField(allow_null=True)
+    target_syncs = serializers.IntegerField()
+
+
+class ErrorResponse(serializers.Serializer):
+    detail = serializers.CharField()

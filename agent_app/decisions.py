@@ -1,0 +1,61 @@
+"""Signed, self-contained decision ids: the state and action travel in the id, nothing is stored.
+
+`record_experience` may send a `decision_id` instead of the state: the HMAC proves it came from
+this service (any web worker, since they share SECRET_KEY), so the hot path writes nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import struct
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+from django.conf import settings
+
+_HEADER = struct.Struct("<IBd")  # model version, action, unix time
+_TAG_BYTES = 16
+
+
+@dataclass(frozen=True)
+class DecodedDecision:
+    model_version: int
+    action: int
+    decided_at: float
+    state: list[float]
+
+
+class InvalidDecision(ValueError):
+    """The decision_id was not issued by this service, or is malformed."""
+
+
+@lru_cache(maxsize=1)
+def _key() -> bytes:
+    return hashlib.sha256(b"rlagent-decision:" + settings.SECRET_KEY.encode()).digest()
+
+
+def encode_decision(model_version: int, action: int, state: np.ndarray) -> str:
+    payload = _HEADER.pack(model_version, action, time.time()) + np.asarray(state, np.float32).tobytes()
+    tag = hmac.new(_key(), payload, hashlib.sha256).digest()[:_TAG_BYTES]
+    return base64.urlsafe_b64encode(payload + tag).rstrip(b"=").decode()
+
+
+def decode_decision(token: str, state_dim: int) -> DecodedDecision:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidDecision("decision_id is not a decision issued by this service") from exc
+    expected = _HEADER.size + 4 * state_dim + _TAG_BYTES
+    if len(raw) != expected:
+        raise InvalidDecision("decision_id is not a decision issued by this service (wrong length)")
+    payload, tag = raw[:-_TAG_BYTES], raw[-_TAG_BYTES:]
+    if not hmac.compare_digest(tag, hmac.new(_key(), payload, hashlib.sha256).digest()[:_TAG_BYTES]):
+        raise InvalidDecision("decision_id signature does not match: not issued by this service")
+    version, action, decided_at = _HEADER.unpack_from(payload)
+    state = np.frombuffer(payload[_HEADER.size :], dtype=np.float32).astype(float).tolist()
+    return DecodedDecision(version, action, decided_at, state)

@@ -1,0 +1,139 @@
+"""Shared agent state: everything a user can see or set lives here or in Redis, never in a process."""
+
+from __future__ import annotations
+
+from django.db import models
+
+
+class AgentState(models.Model):
+    """The one row the trainer publishes to and every web worker polls (DESIGN decision 1)."""
+
+    epsilon = models.FloatField(default=1.0)
+    steps_done = models.BigIntegerField(default=0)
+    model_version = models.PositiveIntegerField(default=0)
+    # NumPy weights of the online network (npz bytes, no pickle) served by the web workers.
+    serving_weights = models.BinaryField(null=True, blank=True, editable=False)
+    # The trainer's full state (online, target, optimizer, epsilon, steps) as a torch file loaded
+    # with weights_only=True, so any worker can continue where the last training run stopped.
+    trainer_state = models.BinaryField(null=True, blank=True, editable=False)
+    last_loss = models.FloatField(null=True, blank=True)
+    device = models.CharField(max_length=16, default="cpu")
+    target_syncs = models.PositiveIntegerField(default=0)
+    published_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "agent state"
+        verbose_name_plural = "agent state"
+
+    def __str__(self) -> str:
+        return f"model v{self.model_version}, {self.steps_done} steps, epsilon {self.epsilon:.3f}"
+
+    @classmethod
+    def load(cls) -> AgentState:
+        state, _ = cls.objects.get_or_create(pk=1)
+        return state
+
+
+class Experience(models.Model):
+    """One reported request outcome, for the database replay store (bounded by REPLAY_CAPACITY)."""
+
+    experience_id = models.CharField(max_length=128, unique=True, null=True, blank=True)
+    state = models.JSONField()
+    action = models.PositiveSmallIntegerField()
+    reward = models.FloatField()
+    next_state = models.JSONField()
+    latency_ms = models.FloatField()
+    success = models.BooleanField()
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"action {self.action}, reward {self.reward:.3f}"
+
+
+class Checkpoint(models.Model):
+    """A checkpoint file written to MODEL_PATH's folder; the newest that loads is used at start."""
+
+    version = models.PositiveIntegerField()
+    steps_done = models.BigIntegerField()
+    epsilon = models.FloatField()
+    loss = models.FloatField(null=True, blank=True)
+    avg_reward = models.FloatField(null=True, blank=True)
+    path = models.CharField(max_length=500)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        get_latest_by = "created_at"
+
+    def __str__(self) -> str:
+        return f"v{self.version} at {self.steps_done} steps"
+
+
+class ReplicaSelection(models.Model):
+    """Decisions per replica and policy, summed over every web worker's flushed counters."""
+
+    replica_idx = models.PositiveSmallIntegerField()
+    policy = models.CharField(max_length=32)
+    count = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["replica_idx", "policy"], name="one_counter_per_pair")
+        ]
+
+
+class TrainingLease(models.Model):
+    """A row claimed with a conditional update: whoever holds an unexpired lease trains alone."""
+
+    name = models.CharField(max_length=64, primary_key=True)
+    holder = models.CharField(max_length=128, blank=True, default="")
+    expires_at = models.DateTimeField(null=True, blank=True)
+
+
+class ApiKey(models.Model):
+    """An API key for state-changing endpoints; only its SHA-256 digest is stored."""
+
+    name = models.CharField(max_length=100, unique=True)
+    prefix = models.CharField(max_length=12, help_text="First characters, to recognise a key.")
+    digest = models.CharField(max_length=64, unique=True, editable=False)
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+
+class AgentConfig(models.Model):
+    """Operator settings edited in the admin (one row); every process picks changes up in seconds."""
+
+    exploration_enabled = models.BooleanField(
+        null=True, blank=True,
+        help_text="Empty: follow RL_EXPLORATION. Yes/No overrides it at run time.",
+    )
+    epsilon_min = models.FloatField(default=0.01)
+    epsilon_decay = models.FloatField(default=0.995)
+    learning_rate = models.FloatField(null=True, blank=True, help_text="Empty: the RL core's default.")
+    discount = models.FloatField(null=True, blank=True, help_text="Empty: the RL core's default.")
+    batch_size = models.PositiveIntegerField(null=True, blank=True, help_text="Empty: TRAINING_BATCH_SIZE.")
+    latency_scale_ms = models.FloatField(null=True, blank=True, help_text="Empty: the RL core's default.")
+    balance_weight = models.FloatField(null=True, blank=True, help_text="Empty: the RL core's default.")
+    failure_penalty = models.FloatField(null=True, blank=True, help_text="Empty: the RL core's default.")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "agent configuration"
+        verbose_name_plural = "agent configuration"
+
+    def __str__(self) -> str:
+        return "agent configuration"
+
+    @classmethod
+    def load(cls) -> AgentConfig:
+        config, _ = cls.objects.get_or_create(pk=1)
+        return config

@@ -1,0 +1,81 @@
+"""The replay-store interface: Redis and the database implement it and pass the same tests."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+
+
+class StoreUnavailable(Exception):
+    """The store's backend (Redis or the database) does not answer."""
+
+
+@dataclass(frozen=True)
+class ExperienceRecord:
+    """A validated experience, reward already computed; what the stores persist."""
+
+    state: list[float]
+    action: int
+    reward: float
+    next_state: list[float]
+    latency_ms: float
+    success: bool
+    experience_id: str | None = None
+
+
+@dataclass(frozen=True)
+class TransitionArrays:
+    """Experiences read back as arrays, ready for the RL core's replay buffer."""
+
+    states: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+    next_states: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.actions)
+
+
+class ReplayStore(ABC):
+    """A bounded, shared store of experiences (the oldest are dropped past `capacity`)."""
+
+    name: str
+
+    def __init__(self, capacity: int, state_dim: int) -> None:
+        self.capacity = capacity
+        self.state_dim = state_dim
+
+    @abstractmethod
+    def add(self, records: list[ExperienceRecord]) -> int:
+        """Append records atomically; returns how many were new (a known experience_id is skipped)."""
+
+    @abstractmethod
+    def size(self) -> int: ...
+
+    @abstractmethod
+    def read_since(self, cursor: str | None, limit: int) -> tuple[TransitionArrays, str | None]:
+        """Experiences appended after `cursor` (oldest first) and the cursor to continue from."""
+
+    @abstractmethod
+    def recent(self, count: int) -> list[dict]:
+        """The newest experiences as dicts, newest first (admin samples, average reward)."""
+
+    @abstractmethod
+    def clear(self) -> None: ...
+
+    @abstractmethod
+    def ping(self) -> bool: ...
+
+    def recent_rewards(self, count: int) -> list[float]:
+        return [row["reward"] for row in self.recent(count)]
+
+    def _arrays(self, states: list, actions: list, rewards: list, next_states: list) -> TransitionArrays:
+        dim = self.state_dim
+        return TransitionArrays(
+            states=np.asarray(states, dtype=np.float32).reshape(-1, dim),
+            actions=np.asarray(actions, dtype=np.int64),
+            rewards=np.asarray(rewards, dtype=np.float32),
+            next_states=np.asarray(next_states, dtype=np.float32).reshape(-1, dim),
+        )

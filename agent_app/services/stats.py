@@ -1,0 +1,88 @@
+"""Read-only views of the shared agent state for /stats, /ready and the dashboard."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.conf import settings
+from django.db import DatabaseError, connection
+
+from agent_app.models import AgentState, ReplicaSelection
+from agent_app.replay import StoreUnavailable, get_replay_store
+from agent_app.serving import policy_cache
+
+log = logging.getLogger(__name__)
+RECENT_REWARD_WINDOW = 100
+
+
+def backends() -> dict[str, str]:
+    return {
+        "database": settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1],
+        "replay_store": settings.REPLAY_STORE,
+        "broker": settings.CELERY_BROKER_URL.split(":", 1)[0],
+        "host_metrics": policy_cache._host.source,
+    }
+
+
+def agent_stats() -> dict[str, Any]:
+    """The seed's /stats fields plus model version, selections, exploration and backends."""
+    policy_cache.ensure_started()
+    state = AgentState.load()
+    store = get_replay_store()
+    try:
+        buffer_size = store.size()
+        rewards = store.recent_rewards(RECENT_REWARD_WINDOW)
+        avg_reward = round(sum(rewards) / len(rewards), 6) if rewards else None
+    except StoreUnavailable as exc:
+        log.warning("stats without the replay store: %s", exc)
+        buffer_size, avg_reward = None, None
+    selections: dict[str, dict[str, int]] = {name: {} for name in settings.REPLICA_NAMES}
+    for row in ReplicaSelection.objects.all():
+        if row.replica_idx < len(settings.REPLICA_NAMES):
+            selections[settings.REPLICA_NAMES[row.replica_idx]][row.policy] = row.count
+    return {
+        "epsilon": state.epsilon,
+        "steps_done": state.steps_done,
+        "buffer_size": buffer_size,
+        "avg_recent_reward": avg_reward,
+        "device": state.device,
+        "model_path": str(settings.MODEL_PATH),
+        "model_version": state.model_version,
+        "exploration": policy_cache.snapshot.exploration,
+        "selections": selections,
+        "backends": backends(),
+        "last_loss": state.last_loss,
+        "target_syncs": state.target_syncs,
+    }
+
+
+def readiness() -> dict[str, Any]:
+    """Whether the model, the database, the replay store and the broker answer."""
+    policy_cache.ensure_started()
+    snap = policy_cache.snapshot
+    checks: dict[str, Any] = {
+        "model": {"ok": snap.network is not None, "version": snap.model_version,
+                  "fallback_reason": snap.fallback_reason},
+    }
+    try:
+        connection.ensure_connection()
+        checks["database"] = {"ok": True}
+    except DatabaseError as exc:
+        checks["database"] = {"ok": False, "error": str(exc)}
+    checks["replay_store"] = {"ok": get_replay_store().ping(), "backend": settings.REPLAY_STORE}
+    checks["broker"] = _broker_check()
+    # Routing works without a model (least-loaded fallback): readiness needs the stores only.
+    checks["ready"] = all(checks[name]["ok"] for name in ("database", "replay_store", "broker"))
+    return checks
+
+
+def _broker_check() -> dict[str, Any]:
+    from rlagent_project.celery import app
+
+    try:
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=1)
+        return {"ok": True}
+    except Exception as exc:  # kombu raises transport-specific errors
+        return {"ok": False, "error": str(exc)}

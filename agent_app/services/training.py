@@ -1,0 +1,263 @@
+"""Training: one trainer at a time (the lease), fed from the shared replay store, publishing
+its weights so every web worker serves them within a second. The API and Celery both call this.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from agent_app.models import AgentConfig, AgentState
+from agent_app.replay import get_replay_store
+from agent_app.rl.agent import DQNAgent
+from agent_app.rl.config import DQNConfig, routing_config
+from agent_app.rl.network import weights_to_bytes
+from agent_app.rl.state import normalize_state
+from agent_app.services import checkpoints
+from agent_app.services.lease import LeaseHeld, training_lease
+
+log = logging.getLogger(__name__)
+PULL_CHUNK = 5000
+
+
+class TrainingRefused(Exception):
+    status_code = 409
+
+    def __init__(self, message: str, **context: Any) -> None:
+        super().__init__(message)
+        self.context = context
+
+
+class TrainingBusy(TrainingRefused):
+    """Another trainer holds the lease."""
+
+
+class NotEnoughExperience(TrainingRefused):
+    """Fewer experiences than one batch."""
+
+
+class TrainingTimeout(TrainingRefused):
+    status_code = 504
+
+
+def current_config(*, batch_size: int | None = None) -> DQNConfig:
+    """The RL core's routing config with the operator's overrides from the admin."""
+    admin = AgentConfig.load()
+    overrides: dict[str, Any] = {
+        "buffer_capacity": settings.REPLAY_CAPACITY,
+        "target_update_interval": settings.TARGET_SYNC_STEPS,
+        "device": settings.RL_DEVICE,
+        "epsilon_min": admin.epsilon_min,
+        "epsilon_decay": admin.epsilon_decay,
+        "batch_size": batch_size or admin.batch_size or settings.TRAINING_BATCH_SIZE,
+    }
+    if admin.learning_rate is not None:
+        overrides["lr"] = admin.learning_rate
+    if admin.discount is not None:
+        overrides["gamma"] = admin.discount
+    overrides["batch_size"] = min(overrides["batch_size"], settings.REPLAY_CAPACITY)
+    return routing_config(settings.NUM_REPLICAS, **overrides)
+
+
+class LocalTrainer:
+    """This process's copy of the agent and a mirror of the shared replay store for fast sampling."""
+
+    def __init__(self) -> None:
+        self.agent: DQNAgent | None = None
+        self.version = -1
+        self.cursor: str | None = None
+
+    def prepare(self, state: AgentState, config: DQNConfig) -> DQNAgent:
+        """Continue from the published state (another process may have trained since)."""
+        if self.agent is None or state.model_version != self.version:
+            agent = self._restore(state, config)
+            if self.agent is not None:
+                agent.buffer = self.agent.buffer  # the mirror stays valid: same shared store
+            self.agent, self.version = agent, state.model_version
+        elif self.agent.config != config:
+            self._apply_config(config)
+        return self.agent
+
+    def _restore(self, state: AgentState, config: DQNConfig) -> DQNAgent:
+        if state.trainer_state:
+            agent = checkpoints.agent_from_bytes(bytes(state.trainer_state), config)
+        else:
+            found = checkpoints.load_newest_checkpoint(config)
+            agent = found[0] if found else DQNAgent(config)
+            if found:
+                log.info("training continues from checkpoint %s (%s steps)", found[1], agent.steps_done)
+        # The shared row is authoritative for epsilon and never lets steps_done go backwards.
+        agent.epsilon = state.epsilon if state.model_version else agent.epsilon
+        agent.steps_done = max(agent.steps_done, state.steps_done)
+        return agent
+
+    def _apply_config(self, config: DQNConfig) -> None:
+        agent = self.agent
+        agent.config = config
+        for group in agent.optimizer.param_groups:
+            group["lr"] = config.lr
+
+    def pull_experiences(self) -> None:
+        store = get_replay_store()
+        while True:
+            arrays, cursor = store.read_since(self.cursor, PULL_CHUNK)
+            if not len(arrays):
+                return
+            n = settings.NUM_REPLICAS
+            self.agent.buffer.add_batch(
+                normalize_state(arrays.states, n), arrays.actions, arrays.rewards,
+                normalize_state(arrays.next_states, n),
+            )
+            self.cursor = cursor
+
+
+_trainer = LocalTrainer()
+
+
+def train(*, batch_size: int, iterations: int) -> dict[str, Any]:
+    """Run `iterations` gradient steps under the lease and publish the result."""
+    try:
+        with training_lease() as lease:
+            state = AgentState.load()
+            agent = _trainer.prepare(state, current_config(batch_size=batch_size))
+            _trainer.pull_experiences()
+            if len(agent.buffer) < batch_size:
+                raise NotEnoughExperience(
+                    f"the replay buffer holds {len(agent.buffer)} experiences; a batch needs {batch_size}",
+                    buffer_size=len(agent.buffer), steps_done=agent.steps_done, epsilon=agent.epsilon,
+                )
+            epsilon_before, steps_before = agent.epsilon, agent.steps_done
+            losses = []
+            for _ in range(iterations):
+                losses.append(agent.train_step().loss)
+                lease.renew()
+            lease.renew(force=True)
+            state = _publish(agent, epsilon_before, steps_before, losses[-1])
+    except LeaseHeld as exc:
+        raise TrainingBusy(str(exc)) from None
+    return {
+        "loss": losses[-1] if math.isfinite(losses[-1]) else None,
+        "epsilon": agent.epsilon,
+        "buffer_size": len(agent.buffer),
+        "steps_done": agent.steps_done,
+        "model_version": state.model_version,
+        "target_syncs": state.target_syncs,
+    }
+
+
+def _publish(agent: DQNAgent, epsilon_before: float, steps_before: int, loss: float) -> AgentState:
+    trained = agent.steps_done - steps_before
+    with transaction.atomic():
+        state = AgentState.objects.select_for_update().get(pk=1)
+        if state.epsilon != epsilon_before:
+            # An operator set epsilon while we trained: decay their value instead of ours.
+            agent.epsilon = max(agent.config.epsilon_min, state.epsilon * agent.config.epsilon_decay**trained)
+        interval = agent.config.target_update_interval
+        state.target_syncs += agent.steps_done // interval - steps_before // interval
+        state.model_version += 1
+        state.epsilon, state.steps_done = agent.epsilon, agent.steps_done
+        state.last_loss = loss if math.isfinite(loss) else None
+        state.device = agent.device
+        state.serving_weights = weights_to_bytes(agent.export_numpy())
+        state.trainer_state = checkpoints.agent_to_bytes(agent, {"model_version": state.model_version})
+        state.published_at = timezone.now()
+        state.save()
+    _trainer.version = state.model_version
+    every = settings.CHECKPOINT_EVERY_STEPS
+    if agent.steps_done // every > steps_before // every:
+        checkpoints.write_checkpoint(agent, state, _avg_reward())
+    return state
+
+
+def _avg_reward() -> float | None:
+    rewards = get_replay_store().recent_rewards(100)
+    return sum(rewards) / len(rewards) if rewards else None
+
+
+def save_model() -> dict[str, Any]:
+    """Write a checkpoint of the published model now."""
+    try:
+        with training_lease():
+            state = AgentState.load()
+            agent = _trainer.prepare(state, current_config())
+            checkpoint = checkpoints.write_checkpoint(agent, state, _avg_reward())
+    except LeaseHeld as exc:
+        raise TrainingBusy(str(exc)) from None
+    return {"path": str(settings.MODEL_PATH), "versioned_path": checkpoint.path,
+            "version": checkpoint.version, "steps_done": checkpoint.steps_done}
+
+
+def runs_in_worker() -> bool:
+    """Production sends training to the `training` queue; embedded mode trains in the caller."""
+    return bool(settings.CELERY_RESULT_BACKEND)
+
+
+def request_training(*, batch_size: int, iterations: int) -> dict[str, Any]:
+    if not runs_in_worker():
+        return train(batch_size=batch_size, iterations=iterations)
+    from tasks.training import train_task
+
+    return _wait(train_task.apply_async(kwargs={"batch_size": batch_size, "iterations": iterations}))
+
+
+def request_checkpoint() -> dict[str, Any]:
+    if not runs_in_worker():
+        return save_model()
+    from tasks.training import checkpoint_task
+
+    return _wait(checkpoint_task.apply_async())
+
+
+def _wait(async_result) -> dict[str, Any]:
+    from celery.exceptions import TimeoutError as CeleryTimeout
+
+    try:
+        outcome = async_result.get(timeout=settings.TRAIN_TIMEOUT_SECONDS)
+    except CeleryTimeout:
+        raise TrainingTimeout(
+            f"the training worker did not answer within {settings.TRAIN_TIMEOUT_SECONDS:g} s; "
+            "the task stays queued and will run"
+        ) from None
+    if "refused" in outcome:
+        refused = {"busy": TrainingBusy, "not_enough": NotEnoughExperience}[outcome["refused"]]
+        raise refused(outcome["detail"], **outcome.get("context", {}))
+    return outcome
+
+
+def checkpoint_if_due() -> dict[str, Any]:
+    """Write a checkpoint when the published steps passed a CHECKPOINT_EVERY_STEPS boundary unsaved."""
+    from agent_app.models import Checkpoint
+
+    state = AgentState.load()
+    every = settings.CHECKPOINT_EVERY_STEPS
+    last = Checkpoint.objects.order_by("-steps_done").values_list("steps_done", flat=True).first() or 0
+    if state.model_version == 0 or state.steps_done // every <= last // every:
+        return {"due": False, "steps_done": state.steps_done}
+    return {"due": True, **save_model()}
+
+
+def sync_target_if_due() -> dict[str, Any]:
+    """Sync the target network if the published state is behind its TARGET_SYNC_STEPS schedule."""
+    try:
+        with training_lease():
+            state = AgentState.load()
+            due = state.steps_done // settings.TARGET_SYNC_STEPS
+            if state.model_version == 0 or state.target_syncs >= due:
+                return {"due": False, "target_syncs": state.target_syncs}
+            agent = _trainer.prepare(state, current_config())
+            agent.sync_target()
+            with transaction.atomic():
+                state = AgentState.objects.select_for_update().get(pk=1)
+                state.target_syncs = due
+                state.trainer_state = checkpoints.agent_to_bytes(
+                    agent, {"model_version": state.model_version}
+                )
+                state.save(update_fields=["target_syncs", "trainer_state"])
+    except LeaseHeld as exc:
+        raise TrainingBusy(str(exc)) from None
+    return {"due": True, "target_syncs": due}

@@ -1,0 +1,149 @@
+"""What a web worker serves from memory: published weights, epsilon, config, key digests, host use.
+
+A daemon thread per process refreshes it every SYNC_INTERVAL_SECONDS from the database, so the
+hot path reads one attribute and never queries, waits or locks; if the database is down the
+last snapshot keeps serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field, replace
+
+from django.conf import settings
+from django.db import DatabaseError, close_old_connections
+from django.db.models import F
+
+from agent_app.host_metrics import HostMetrics
+from agent_app.models import AgentConfig, AgentState, ApiKey, ReplicaSelection
+from agent_app.rl.network import NumpyQNetwork, weights_from_bytes
+from agent_app.rl.reward import RewardConfig
+
+log = logging.getLogger(__name__)
+HOST_METRICS_EVERY_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class ServingSnapshot:
+    network: NumpyQNetwork | None = None
+    model_version: int = 0
+    steps_done: int = 0
+    epsilon: float = 1.0
+    exploration: bool = True
+    reward_config: RewardConfig = field(default_factory=RewardConfig)
+    memory: float = 0.0
+    cpu: float = 0.0
+    api_key_digests: frozenset[str] = frozenset()
+    # Why there is no network to serve: routing falls back to least-loaded and says this.
+    fallback_reason: str | None = "no trained model yet"
+    refreshed_at: float = 0.0
+
+
+def reward_config_from(config: AgentConfig) -> RewardConfig:
+    overrides = {
+        name: getattr(config, name)
+        for name in ("latency_scale_ms", "balance_weight", "failure_penalty")
+        if getattr(config, name) is not None
+    }
+    return replace(RewardConfig(), **overrides)
+
+
+class PolicyCache:
+    def __init__(self) -> None:
+        self.snapshot = ServingSnapshot(exploration=settings.RL_EXPLORATION)
+        self._host = HostMetrics(settings.PROMETHEUS_URL)
+        self._host_read_at = float("-inf")
+        # Cumulative per-process decision counts; the flusher sends deltas, so no lock is needed.
+        self.selections: defaultdict[tuple[int, str], int] = defaultdict(int)
+        self._flushed: dict[tuple[int, str], int] = {}
+        self._thread_pid: int | None = None
+
+    def ensure_started(self) -> None:
+        """Start the refresh thread once per process (after gunicorn forks, not before)."""
+        if self._thread_pid == os.getpid():
+            return
+        self._thread_pid = os.getpid()
+        self.refresh()
+        threading.Thread(target=self._loop, name="policy-sync", daemon=True).start()
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(settings.SYNC_INTERVAL_SECONDS)
+            self.refresh()
+
+    def refresh(self) -> None:
+        close_old_connections()
+        try:
+            self._refresh_from_database()
+            self.flush_selections()
+        except DatabaseError as exc:
+            log.warning("database unavailable, serving model v%s from memory: %s",
+                        self.snapshot.model_version, exc)
+        except Exception:  # the thread must survive anything; the snapshot stays as it was
+            log.exception("policy refresh failed; serving the previous snapshot")
+
+    def _refresh_from_database(self) -> None:
+        snap = self.snapshot
+        row = AgentState.objects.filter(pk=1).values("model_version", "epsilon", "steps_done").first()
+        row = row or {"model_version": 0, "epsilon": 1.0, "steps_done": 0}
+        config = AgentConfig.load()
+        network, reason = snap.network, snap.fallback_reason
+        if row["model_version"] != snap.model_version or (network is None and row["model_version"]):
+            network, reason = self._load_network(row["model_version"])
+        if network is not None and row["steps_done"] < settings.RL_MIN_TRAINING_STEPS:
+            reason = f"model has {row['steps_done']} of {settings.RL_MIN_TRAINING_STEPS} training steps"
+        elif network is not None:
+            reason = None
+        memory, cpu = snap.memory, snap.cpu
+        if time.monotonic() - self._host_read_at > HOST_METRICS_EVERY_SECONDS:
+            memory, cpu = self._host.read()
+            self._host_read_at = time.monotonic()
+        exploration = config.exploration_enabled
+        if exploration is None:
+            exploration = settings.RL_EXPLORATION
+        self.snapshot = ServingSnapshot(
+            network=network, model_version=row["model_version"], steps_done=row["steps_done"],
+            epsilon=row["epsilon"], exploration=exploration, reward_config=reward_config_from(config),
+            memory=memory, cpu=cpu,
+            api_key_digests=frozenset(ApiKey.objects.filter(active=True).values_list("digest", flat=True)),
+            fallback_reason=reason, refreshed_at=time.time(),
+        )
+
+    def _load_network(self, version: int) -> tuple[NumpyQNetwork | None, str | None]:
+        if version == 0:
+            return None, "no trained model yet"
+        blob = AgentState.objects.filter(pk=1).values_list("serving_weights", flat=True).first()
+        try:
+            network = NumpyQNetwork(weights_from_bytes(bytes(blob)))
+        except Exception as exc:
+            log.error("published weights of model v%s do not load (%s); routing falls back", version, exc)
+            return None, f"model v{version} failed to load"
+        if network.n_actions != settings.NUM_REPLICAS:
+            log.error("model v%s has %s actions but NUM_REPLICAS=%s; routing falls back",
+                      version, network.n_actions, settings.NUM_REPLICAS)
+            return None, f"model v{version} is for {network.n_actions} replicas"
+        log.info("serving model v%s", version)
+        return network, None
+
+    def flush_selections(self) -> None:
+        for key, total in list(self.selections.items()):
+            delta = total - self._flushed.get(key, 0)
+            if not delta:
+                continue
+            replica_idx, policy = key
+            updated = ReplicaSelection.objects.filter(replica_idx=replica_idx, policy=policy).update(
+                count=F("count") + delta
+            )
+            if not updated:
+                ReplicaSelection.objects.get_or_create(replica_idx=replica_idx, policy=policy)
+                ReplicaSelection.objects.filter(replica_idx=replica_idx, policy=policy).update(
+                    count=F("count") + delta
+                )
+            self._flushed[key] = total
+
+
+policy_cache = PolicyCache()
