@@ -63,7 +63,13 @@ class PolicyCache:
         self._thread_pid: int | None = None
 
     def ensure_started(self) -> None:
-        """Start the refresh thread once per process (after gunicorn forks, not before)."""
+        """Start the refresh thread once per process (after gunicorn forks, not before).
+
+        With POLICY_SYNC_THREAD off (the tests) every call refreshes synchronously instead.
+        """
+        if not settings.POLICY_SYNC_THREAD:
+            self.refresh()
+            return
         if self._thread_pid == os.getpid():
             return
         self._thread_pid = os.getpid()
@@ -73,10 +79,13 @@ class PolicyCache:
     def _loop(self) -> None:
         while True:
             time.sleep(settings.SYNC_INTERVAL_SECONDS)
+            if not settings.POLICY_SYNC_THREAD:
+                self._thread_pid = None
+                return
+            close_old_connections()  # this thread's own connection, like a request's
             self.refresh()
 
     def refresh(self) -> None:
-        close_old_connections()
         try:
             self._refresh_from_database()
             self.flush_selections()

@@ -202,6 +202,8 @@ RL_MIN_TRAINING_STEPS = env_int("RL_MIN_TRAINING_STEPS", 100, minimum=0)
 TRAIN_TIMEOUT_SECONDS = env_float("TRAIN_TIMEOUT_SECONDS", 30.0, minimum=1.0)
 # Seconds between a web worker's checks for newly published weights and shared settings.
 SYNC_INTERVAL_SECONDS = env_float("SYNC_INTERVAL_SECONDS", 0.5, minimum=0.05, maximum=60.0)
+# Refresh the serving snapshot from a background thread (off only in tests: per call instead).
+POLICY_SYNC_THREAD = env_bool("POLICY_SYNC_THREAD", True)
 # Endpoints callable without an API key inside a trusted network (comma-separated).
 OPEN_ENDPOINTS = env_list("OPEN_ENDPOINTS", ["select_replica", "stats", "health"])
 # Port the web server listens on (the seed's examples use 5000).

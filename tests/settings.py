@@ -42,3 +42,6 @@ STORAGES["staticfiles"]["BACKEND"] = "django.contrib.staticfiles.storage.StaticF
 # Tasks run in the test process; the Celery integration tests start a real worker and beat.
 CELERY_TASK_ALWAYS_EAGER = True
 CELERY_TASK_EAGER_PROPAGATES = True
+# Refresh the serving snapshot on every call, so a test sees its own writes at once.
+POLICY_SYNC_THREAD = False
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # noqa: F405  (whitenoise warns about a missing one)

@@ -7,7 +7,7 @@ import secrets
 
 from django.conf import settings
 from rest_framework.authentication import BaseAuthentication
-from rest_framework.exceptions import AuthenticationFailed
+from rest_framework.exceptions import AuthenticationFailed, NotAuthenticated
 from rest_framework.permissions import BasePermission
 
 from agent_app.models import ApiKey
@@ -52,4 +52,6 @@ class ApiKeyOrOpenEndpoint(BasePermission):
     message = "this endpoint needs an API key: send 'Authorization: Bearer <key>'"
 
     def has_permission(self, request, view) -> bool:
-        return view.endpoint in settings.OPEN_ENDPOINTS or request.auth is not None
+        if view.endpoint in settings.OPEN_ENDPOINTS or request.auth is not None:
+            return True
+        raise NotAuthenticated(self.message)

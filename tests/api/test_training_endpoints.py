@@ -1,0 +1,90 @@
+"""POST /train, POST /save_model and GET /stats through the same service functions as Celery."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from agent_app.models import AgentState, Checkpoint
+from agent_app.rl.checkpoint import load_checkpoint
+from agent_app.services.lease import training_lease
+
+pytestmark = pytest.mark.django_db
+
+
+def test_train_answers_the_seed_fields_and_publishes_a_model(client, fill):
+    fill(200)
+    response = client.post("/train?batch_size=64&iterations=10")
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert set(body) >= {"loss", "epsilon", "buffer_size", "steps_done"}
+    assert body["steps_done"] == 10 and body["buffer_size"] == 200
+    assert body["epsilon"] == pytest.approx(0.995**10)
+    assert body["model_version"] == 1
+    state = AgentState.load()
+    assert (state.steps_done, state.model_version) == (10, 1) and state.serving_weights
+
+
+def test_training_continues_across_calls_and_syncs_the_target_every_100_steps(client, fill):
+    fill(200)
+    for _ in range(3):
+        body = client.post("/train?batch_size=32&iterations=70").json()
+    assert body["steps_done"] == 210
+    assert body["target_syncs"] == 2
+    assert body["model_version"] == 3
+
+
+def test_too_few_experiences_is_a_clear_409(client, fill):
+    fill(10)
+    response = client.post("/train?batch_size=64")
+    assert response.status_code == 409
+    body = response.json()
+    assert "holds 10 experiences" in body["detail"] and body["buffer_size"] == 10
+    assert AgentState.load().steps_done == 0
+
+
+def test_a_second_trainer_is_refused_at_once(client, fill):
+    fill(100)
+    with training_lease():
+        response = client.post("/train?batch_size=64")
+    assert response.status_code == 409
+    assert "another trainer" in response.json()["detail"]
+    assert AgentState.load().steps_done == 0
+
+
+def test_save_model_writes_a_loadable_checkpoint(client, fill):
+    fill(100)
+    client.post("/train?batch_size=64&iterations=5")
+    response = client.post("/save_model")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["path"] == str(settings.MODEL_PATH)
+    assert (body["version"], body["steps_done"]) == (1, 5)
+    agent = load_checkpoint(body["path"])
+    assert agent.steps_done == 5
+    assert Path(body["versioned_path"]).exists()
+    assert Checkpoint.objects.filter(version=1, steps_done=5).exists()
+
+
+def test_stats_has_the_seed_fields_and_more(client, fill):
+    fill(100)
+    client.post("/train?batch_size=64&iterations=3")
+    client.post("/select_replica", {"replica_loads": [1, 2, 3], "queue_depth": 0, "recent_latency_ms": 1,
+                                    "current_rps": 1, "success_rate": 1}, format="json")
+    body = client.get("/stats").json()
+    assert body["steps_done"] == 3 and body["buffer_size"] == 100
+    assert body["epsilon"] == pytest.approx(0.995**3)
+    assert body["model_path"] == str(settings.MODEL_PATH) and body["device"] == "cpu"
+    assert isinstance(body["avg_recent_reward"], float)
+    assert body["model_version"] == 1 and body["exploration"] is True
+    assert sum(sum(per.values()) for per in body["selections"].values()) == 1
+    assert body["backends"]["replay_store"] == settings.REPLAY_STORE
+
+
+def test_health_and_readiness(anonymous):
+    assert anonymous.get("/health").json() == {"status": "ok"}
+    body = anonymous.get("/ready").json()
+    assert body["ready"] is True
+    assert body["model"]["ok"] is False and body["model"]["fallback_reason"] == "no trained model yet"
