@@ -198,6 +198,8 @@ CHECKPOINT_EVERY_STEPS = env_int("CHECKPOINT_EVERY_STEPS", 500, minimum=1)
 CHECKPOINT_KEEP = env_int("CHECKPOINT_KEEP", 5, minimum=1)
 # Gradient steps a model needs before it routes; until then least-loaded decides (and says so).
 RL_MIN_TRAINING_STEPS = env_int("RL_MIN_TRAINING_STEPS", 100, minimum=0)
+# Seconds a trainer's lease lasts without renewal: how long a killed trainer blocks the next one.
+TRAINING_LEASE_SECONDS = env_float("TRAINING_LEASE_SECONDS", 30.0, minimum=2.0)
 # How long POST /train waits for the training worker before answering 504.
 TRAIN_TIMEOUT_SECONDS = env_float("TRAIN_TIMEOUT_SECONDS", 30.0, minimum=1.0)
 # Seconds between a web worker's checks for newly published weights and shared settings.
@@ -235,9 +237,10 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # (the lease serialises training; a redelivered run is just one more run on fresh data).
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
-# Limits below the training interval, so a stuck run ends before the next one is due.
-CELERY_TASK_SOFT_TIME_LIMIT = max(1, int(TRAINING_INTERVAL_SECONDS * 0.75))
-CELERY_TASK_TIME_LIMIT = max(2, int(TRAINING_INTERVAL_SECONDS * 0.9))
+# Limits below the training interval, so a stuck run ends before the next one is due (with a
+# floor of a few seconds: publishing and a checkpoint write need that much on a busy disk).
+CELERY_TASK_SOFT_TIME_LIMIT = max(5, int(TRAINING_INTERVAL_SECONDS * 0.75))
+CELERY_TASK_TIME_LIMIT = max(8, int(TRAINING_INTERVAL_SECONDS * 0.9))
 # Redis redelivers an unacknowledged task after this; above the hard limit, or runs would double.
 if CELERY_BROKER_URL.startswith("redis"):
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIME_LIMIT * 4}

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import shared_task
+from celery.signals import worker_process_init, worker_ready
 from django.conf import settings
 
 from agent_app.services import training
@@ -59,3 +60,14 @@ def sync_target_if_due_task() -> dict[str, Any]:
         return training.sync_target_if_due()
     except training.TrainingRefused as exc:
         return _refusal(exc)
+
+
+@worker_ready.connect
+def restore_on_start(**kwargs: Any) -> None:
+    """A fresh database with checkpoints on disk serves the newest one that loads."""
+    training.restore_published_model()
+
+
+@worker_process_init.connect
+def warm_up_process(**kwargs: Any) -> None:
+    training.warm_up()

@@ -37,6 +37,7 @@ def agent_from_bytes(blob: bytes, config: DQNConfig) -> DQNAgent:
 def write_checkpoint(agent: DQNAgent, state: AgentState, avg_reward: float | None) -> Checkpoint:
     """Write version `state.model_version` atomically, point MODEL_PATH at it, prune old ones."""
     extra = {"model_version": state.model_version, "loss": state.last_loss}
+    remove_stray_temp_files()
     path = save_checkpoint(agent, versioned_path(state.model_version), extra)
     save_checkpoint(agent, settings.MODEL_PATH, extra)
     checkpoint = Checkpoint.objects.create(
@@ -48,6 +49,15 @@ def write_checkpoint(agent: DQNAgent, state: AgentState, avg_reward: float | Non
         old.delete()
     log.info("checkpoint v%s written to %s (%s steps)", state.model_version, path, agent.steps_done)
     return checkpoint
+
+
+def remove_stray_temp_files() -> None:
+    """Temp files of a write that was killed midway; safe to delete under the training lease."""
+    model_path = Path(settings.MODEL_PATH)
+    if model_path.parent.is_dir():
+        for stray in model_path.parent.glob(f".{model_path.stem}*.tmp"):
+            log.warning("removing %s, left by a checkpoint write that did not finish", stray)
+            stray.unlink(missing_ok=True)
 
 
 def candidate_paths() -> list[Path]:

@@ -14,13 +14,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 
+from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
 from agent_app.models import TrainingLease
 
 LEASE_NAME = "trainer"
-LEASE_SECONDS = 60.0
 
 
 class LeaseHeld(Exception):
@@ -53,7 +53,8 @@ def new_holder() -> str:
 
 
 @contextmanager
-def training_lease(seconds: float = LEASE_SECONDS) -> Iterator[Lease]:
+def training_lease(seconds: float | None = None) -> Iterator[Lease]:
+    seconds = seconds or settings.TRAINING_LEASE_SECONDS
     holder = new_holder()
     TrainingLease.objects.get_or_create(name=LEASE_NAME)
     now = timezone.now()

@@ -154,7 +154,7 @@ def _publish(agent: DQNAgent, epsilon_before: float, steps_before: int, loss: fl
     trained = agent.steps_done - steps_before
     with transaction.atomic():
         state = AgentState.objects.select_for_update().get(pk=1)
-        if state.epsilon != epsilon_before:
+        if trained and state.epsilon != epsilon_before:
             # An operator set epsilon while we trained: decay their value instead of ours.
             agent.epsilon = max(agent.config.epsilon_min, state.epsilon * agent.config.epsilon_decay**trained)
         interval = agent.config.target_update_interval
@@ -261,3 +261,37 @@ def sync_target_if_due() -> dict[str, Any]:
     except LeaseHeld as exc:
         raise TrainingBusy(str(exc)) from None
     return {"due": True, "target_syncs": due}
+
+
+def restore_published_model() -> dict[str, Any]:
+    """At worker start: if nothing is published yet, publish the newest checkpoint that loads."""
+    try:
+        with training_lease():
+            checkpoints.remove_stray_temp_files()
+            if AgentState.load().model_version:
+                return {"restored": False, "reason": "a model is published already"}
+            found = checkpoints.load_newest_checkpoint(current_config())
+            if found is None:
+                return {"restored": False, "reason": "no loadable checkpoint"}
+            agent, path = found
+            _trainer.agent, _trainer.version = agent, 0
+            state = _publish(agent, AgentState.load().epsilon, agent.steps_done, math.nan)
+            log.info("published checkpoint %s as model v%s", path, state.model_version)
+            return {"restored": True, "path": str(path), "steps_done": agent.steps_done}
+    except LeaseHeld:
+        return {"restored": False, "reason": "another process holds the training lease"}
+
+
+def warm_up() -> None:
+    """One tiny training step, so torch's lazily imported modules load before any task runs.
+
+    A time limit that interrupts a first-use import leaves a half-initialised module behind
+    and every later task in that process fails; doing it at process start avoids that.
+    """
+    config = routing_config(settings.NUM_REPLICAS, batch_size=2, hidden_sizes=(8,), device=settings.RL_DEVICE)
+    agent = DQNAgent(config)
+    zeros = [0.0] * config.state_dim
+    for action in (0, 1):
+        agent.observe(zeros, action, 0.0, zeros)
+    agent.train_step()
+    checkpoints.agent_to_bytes(agent)

@@ -1,0 +1,48 @@
+"""python manage.py train --iterations 5000: train now from the shell, with a progress bar."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from agent_app.services import training
+
+
+class Command(BaseCommand):
+    help = "Train the agent on the shared replay store now (takes the training lease per chunk)."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--iterations", type=int, default=1000, help="gradient steps (default 1000)")
+        parser.add_argument("--batch-size", type=int, default=settings.TRAINING_BATCH_SIZE)
+        parser.add_argument("--chunk", type=int, default=100, help="steps per published update")
+
+    def handle(self, *args, iterations: int, batch_size: int, chunk: int, **options) -> None:
+        if iterations < 1 or batch_size < 1 or chunk < 1:
+            raise CommandError("--iterations, --batch-size and --chunk must be positive")
+        done, started, result = 0, time.monotonic(), None
+        while done < iterations:
+            step = min(chunk, iterations - done)
+            try:
+                result = training.train(batch_size=batch_size, iterations=step)
+            except training.TrainingRefused as exc:
+                raise CommandError(str(exc)) from None
+            done += step
+            self._progress(done, iterations, started, result)
+        sys.stdout.write("\n")
+        self.stdout.write(self.style.SUCCESS(
+            f"trained {iterations} steps: steps_done={result['steps_done']} loss={result['loss']:.5f} "
+            f"epsilon={result['epsilon']:.4f} model v{result['model_version']}"
+        ))
+
+    def _progress(self, done: int, total: int, started: float, result: dict) -> None:
+        width = 30
+        filled = width * done // total
+        rate = done / max(time.monotonic() - started, 1e-9)
+        sys.stdout.write(
+            f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} steps "
+            f"{rate:,.0f} steps/s loss {result['loss'] or 0:.5f} epsilon {result['epsilon']:.4f}"
+        )
+        sys.stdout.flush()
