@@ -6,3 +6,6 @@ from django.apps import AppConfig
 class AgentAppConfig(AppConfig):
     name = "agent_app"
     verbose_name = "RL agent"
+
+    def ready(self) -> None:
+        from agent_app.api import schema  # noqa: F401  (registers the OpenAPI extensions)

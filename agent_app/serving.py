@@ -20,7 +20,7 @@ from django.db.models import F
 
 from agent_app.host_metrics import HostMetrics
 from agent_app.models import AgentConfig, AgentState, ApiKey, ReplicaSelection
-from agent_app.rl.network import NumpyQNetwork, weights_from_bytes
+from agent_app.rl.inference import NumpyQNetwork, weights_from_bytes
 from agent_app.rl.reward import RewardConfig
 
 log = logging.getLogger(__name__)

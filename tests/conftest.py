@@ -73,8 +73,8 @@ def client(store, api_key):
     """An API client holding a valid key, on a fresh agent with an empty replay store."""
     from rest_framework.test import APIClient
 
-    from agent_app.serving import policy_cache
     from agent_app.services import training
+    from agent_app.serving import policy_cache
 
     training._trainer = training.LocalTrainer()
     policy_cache.selections.clear()  # counts of earlier tests are not this test's

@@ -97,10 +97,7 @@ class LocalTrainer:
         return agent
 
     def _apply_config(self, config: DQNConfig) -> None:
-        agent = self.agent
-        agent.config = config
-        for group in agent.optimizer.param_groups:
-            group["lr"] = config.lr
+        self.agent.reconfigure(config)
 
     def pull_experiences(self) -> None:
         store = get_replay_store()

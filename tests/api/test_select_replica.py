@@ -79,8 +79,8 @@ def test_replica_names_are_configurable(client):
 
 
 def test_hot_path_makes_no_database_query_once_warm(client, django_assert_num_queries, monkeypatch):
-    from agent_app.serving import policy_cache
     from agent_app.services.routing import select_replica
+    from agent_app.serving import policy_cache
 
     monkeypatch.setattr("threading.Thread.start", lambda self: None)  # keep the test single-threaded
     with override_settings(POLICY_SYNC_THREAD=True):

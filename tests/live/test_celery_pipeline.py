@@ -82,7 +82,9 @@ def test_sigkilled_worker_restarts_from_its_newest_checkpoint(live_stack_factory
     seen = 0
     for kill in range(4):
         stack.start("worker")
-        stack.wait_for(lambda seen=seen: stats(stack)["steps_done"] > seen, 90, f"training before kill {kill}")
+        stack.wait_for(
+            lambda seen=seen: stats(stack)["steps_done"] > seen, 90, f"training before kill {kill}"
+        )
         time.sleep(rng.uniform(0.0, 2.0))
         stack.stop("worker", signal.SIGKILL)
         now = stats(stack)["steps_done"]
