@@ -137,3 +137,27 @@ class AgentConfig(models.Model):
     def load(cls) -> AgentConfig:
         config, _ = cls.objects.get_or_create(pk=1)
         return config
+
+
+class ArmOutcome(models.Model):
+    """Running totals of request outcomes per A/B arm (e.g. "rl" and "heuristic")."""
+
+    arm = models.CharField(max_length=32, unique=True)
+    count = models.BigIntegerField(default=0)
+    successes = models.BigIntegerField(default=0)
+    latency_sum = models.FloatField(default=0.0)
+    latency_sq_sum = models.FloatField(default=0.0)
+
+    def __str__(self) -> str:
+        return f"{self.arm}: {self.count} requests"
+
+
+class ArmLatencyBucket(models.Model):
+    """Latency histogram per arm on log-spaced buckets (5% wide), for the p99."""
+
+    arm = models.CharField(max_length=32)
+    bucket = models.PositiveIntegerField()
+    count = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["arm", "bucket"], name="one_bucket_per_arm")]

@@ -7,7 +7,7 @@ from functools import lru_cache
 import redis
 from django.conf import settings
 
-KEY_PREFIX = "rlagent:"
+KEY_PREFIX = settings.REDIS_KEY_PREFIX
 
 
 @lru_cache(maxsize=1)

@@ -30,6 +30,7 @@ HOST_METRICS_EVERY_SECONDS = 5.0
 @dataclass(frozen=True)
 class ServingSnapshot:
     network: NumpyQNetwork | None = None
+    weights_blob: bytes | None = None  # the published npz, served to gateways for local inference
     model_version: int = 0
     steps_done: int = 0
     epsilon: float = 1.0
@@ -100,9 +101,9 @@ class PolicyCache:
         row = AgentState.objects.filter(pk=1).values("model_version", "epsilon", "steps_done").first()
         row = row or {"model_version": 0, "epsilon": 1.0, "steps_done": 0}
         config = AgentConfig.load()
-        network, reason = snap.network, snap.fallback_reason
+        network, blob, reason = snap.network, snap.weights_blob, snap.fallback_reason
         if row["model_version"] != snap.model_version or (network is None and row["model_version"]):
-            network, reason = self._load_network(row["model_version"])
+            network, blob, reason = self._load_network(row["model_version"])
         if network is not None and row["steps_done"] < settings.RL_MIN_TRAINING_STEPS:
             reason = f"model has {row['steps_done']} of {settings.RL_MIN_TRAINING_STEPS} training steps"
         elif network is not None:
@@ -115,28 +116,29 @@ class PolicyCache:
         if exploration is None:
             exploration = settings.RL_EXPLORATION
         self.snapshot = ServingSnapshot(
-            network=network, model_version=row["model_version"], steps_done=row["steps_done"],
+            network=network, weights_blob=blob, model_version=row["model_version"], steps_done=row["steps_done"],
             epsilon=row["epsilon"], exploration=exploration, reward_config=reward_config_from(config),
             memory=memory, cpu=cpu,
             api_key_digests=frozenset(ApiKey.objects.filter(active=True).values_list("digest", flat=True)),
             fallback_reason=reason, refreshed_at=time.time(),
         )
 
-    def _load_network(self, version: int) -> tuple[NumpyQNetwork | None, str | None]:
+    def _load_network(self, version: int) -> tuple[NumpyQNetwork | None, bytes | None, str | None]:
         if version == 0:
-            return None, "no trained model yet"
+            return None, None, "no trained model yet"
         blob = AgentState.objects.filter(pk=1).values_list("serving_weights", flat=True).first()
         try:
-            network = NumpyQNetwork(weights_from_bytes(bytes(blob)))
+            blob = bytes(blob)
+            network = NumpyQNetwork(weights_from_bytes(blob))
         except Exception as exc:
             log.error("published weights of model v%s do not load (%s); routing falls back", version, exc)
-            return None, f"model v{version} failed to load"
+            return None, None, f"model v{version} failed to load"
         if network.n_actions != settings.NUM_REPLICAS:
             log.error("model v%s has %s actions but NUM_REPLICAS=%s; routing falls back",
                       version, network.n_actions, settings.NUM_REPLICAS)
-            return None, f"model v{version} is for {network.n_actions} replicas"
+            return None, None, f"model v{version} is for {network.n_actions} replicas"
         log.info("serving model v%s", version)
-        return network, None
+        return network, blob, None
 
     def flush_selections(self) -> None:
         for key, total in list(self.selections.items()):

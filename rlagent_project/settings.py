@@ -23,6 +23,8 @@ DATA_DIR = Path(env_str("DATA_DIR", str(BASE_DIR / "var"))).resolve()
 REDIS_HOST = env_str("REDIS_HOST", "")
 REDIS_PORT = env_int("REDIS_PORT", 6379, minimum=1, maximum=65535)
 REDIS_DB = env_int("REDIS_DB", 0, minimum=0, maximum=15)
+# Prefix of every key the service writes, so one Redis can serve several deployments.
+REDIS_KEY_PREFIX = env_str("REDIS_KEY_PREFIX", "rlagent:")
 REDIS_URL = f"redis://{REDIS_HOST}:{REDIS_PORT}/{REDIS_DB}" if REDIS_HOST else ""
 DATABASE_URL = env_str("DATABASE_URL", "")
 EMBEDDED = not (REDIS_HOST or DATABASE_URL)

@@ -39,15 +39,9 @@ SEED_EXPERIENCE = {
 
 @pytest.fixture
 def store(db):
-    """The configured replay store, emptied (Redis database 15 is flushed too)."""
-    from django.conf import settings
-
+    """The configured replay store, emptied."""
     from agent_app.replay import get_replay_store
 
-    if settings.REDIS_URL:
-        from agent_app.redis_client import get_redis
-
-        get_redis().flushdb()
     replay = get_replay_store()
     replay.clear()
     yield replay

@@ -31,6 +31,8 @@ if _mode != "embedded":
     if _redis:
         os.environ.setdefault("REDIS_HOST", "127.0.0.1")
         os.environ.setdefault("REDIS_DB", "15")  # a database of its own, flushed by the tests
+# Concurrent runs on one machine must not share keys or a test database.
+os.environ.setdefault("REDIS_KEY_PREFIX", f"rlagent-test-{os.getpid()}:")
 os.environ.setdefault("SECRET_KEY", "test-secret-key-" + "x" * 40)
 os.environ.setdefault("DATA_DIR", tempfile.mkdtemp(prefix="rlagent-test-"))
 os.environ.setdefault("MODEL_PATH", os.path.join(os.environ["DATA_DIR"], "models", "rl_agent.pth"))
@@ -45,3 +47,5 @@ CELERY_TASK_EAGER_PROPAGATES = True
 # Refresh the serving snapshot on every call, so a test sees its own writes at once.
 POLICY_SYNC_THREAD = False
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # noqa: F405  (whitenoise warns about a missing one)
+if "postgresql" in DATABASES["default"]["ENGINE"]:  # noqa: F405  (SQLite tests run in memory)
+    DATABASES["default"]["TEST"] = {"NAME": f"test_rlagent_{os.getpid()}"}  # noqa: F405

@@ -100,6 +100,10 @@ class ExperienceRequest(LeanSerializer):
         help_text="Idempotency key: a retried report with the same id is stored once.",
     )
     decision_id = serializers.CharField(required=False, max_length=1024)
+    arm = serializers.RegexField(
+        r"^[a-z0-9_-]{1,32}$", required=False,
+        help_text="A/B arm that routed the request (e.g. rl, heuristic); outcomes are compared per arm.",
+    )
     state = StateField(required=False)
     action = ActionField(required=False)
     latency_ms = StrictFloatField(min_value=0, max_value=MAX_LATENCY_MS)
@@ -172,6 +176,7 @@ class StatsResponse(serializers.Serializer):
     backends = serializers.DictField(child=serializers.CharField())
     last_loss = serializers.FloatField(allow_null=True)
     target_syncs = serializers.IntegerField()
+    ab = serializers.DictField(allow_null=True, help_text="A/B results per arm (GET /ab_results).")
 
 
 class ErrorResponse(serializers.Serializer):

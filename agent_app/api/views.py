@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.http import HttpResponse
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.response import Response
@@ -11,6 +12,8 @@ from agent_app.api import serializers as io
 from agent_app.replay import StoreUnavailable, get_replay_store
 from agent_app.services import training
 from agent_app.services.experiences import record_experiences
+from agent_app.serving import policy_cache
+from agent_app.services.ab_testing import ab_results
 from agent_app.services.routing import select_replica
 from agent_app.services.stats import agent_stats, readiness
 
@@ -93,6 +96,38 @@ class StatsView(APIView):
     @extend_schema(responses={200: io.StatsResponse})
     def get(self, request):
         return Response(agent_stats())
+
+
+class ModelWeightsView(APIView):
+    """The published weights (npz, no pickle) for gateways that decide locally; ETag per version."""
+
+    endpoint = "select_replica"  # as open as routing itself: it reveals what routing does
+
+    @extend_schema(responses={(200, "application/octet-stream"): OpenApiResponse(description="npz weights"),
+                              304: OpenApiResponse(description="Not modified"),
+                              404: io.ErrorResponse})
+    def get(self, request):
+        policy_cache.ensure_started()
+        snap = policy_cache.snapshot
+        if snap.weights_blob is None:
+            return Response({"detail": snap.fallback_reason or "no model published"}, status=404)
+        etag = f'"v{snap.model_version}"'
+        headers = {"ETag": etag, "X-Model-Version": str(snap.model_version),
+                   "X-Model-Ready": "true" if snap.fallback_reason is None else "false"}
+        if request.headers.get("If-None-Match") == etag:
+            return HttpResponse(status=304, headers=headers)
+        return HttpResponse(snap.weights_blob, content_type="application/octet-stream", headers=headers)
+
+
+class AbResultsView(APIView):
+    endpoint = "stats"
+
+    @extend_schema(responses={200: OpenApiResponse(description="Per-arm outcomes and the rl-heuristic diff")})
+    def get(self, request):
+        try:
+            return Response(ab_results())
+        except StoreUnavailable as exc:
+            return unavailable(exc)
 
 
 class HealthView(APIView):

@@ -23,6 +23,7 @@ class ExperienceRecord:
     latency_ms: float
     success: bool
     experience_id: str | None = None
+    arm: str | None = None  # A/B arm that routed the request, aggregated per arm
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,10 @@ class ReplayStore(ABC):
     @abstractmethod
     def recent(self, count: int) -> list[dict]:
         """The newest experiences as dicts, newest first (admin samples, average reward)."""
+
+    @abstractmethod
+    def arm_totals(self) -> dict[str, dict]:
+        """Per A/B arm: count, successes, latency_sum, latency_sq_sum and buckets {index: count}."""
 
     @abstractmethod
     def clear(self) -> None: ...

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from django.db import DatabaseError, transaction
+from collections import Counter, defaultdict
 
-from agent_app.models import Experience
+from django.db import DatabaseError, transaction
+from django.db.models import F
+
+from agent_app.models import ArmLatencyBucket, ArmOutcome, Experience
 from agent_app.replay.base import ExperienceRecord, ReplayStore, StoreUnavailable, TransitionArrays
+from agent_app.services.ab_testing import latency_bucket
 
 
 class DatabaseReplayStore(ReplayStore):
@@ -18,12 +22,13 @@ class DatabaseReplayStore(ReplayStore):
                 known = set(
                     Experience.objects.filter(experience_id__in=ids).values_list("experience_id", flat=True)
                 )
-                fresh, seen = [], set(known)
+                fresh, seen, stored = [], set(known), []
                 for rec in records:
                     if rec.experience_id:
                         if rec.experience_id in seen:
                             continue
                         seen.add(rec.experience_id)
+                    stored.append(rec)
                     fresh.append(
                         Experience(
                             experience_id=rec.experience_id, state=rec.state, action=rec.action,
@@ -34,6 +39,7 @@ class DatabaseReplayStore(ReplayStore):
                 # ignore_conflicts covers a concurrent report of the same id between check and insert.
                 Experience.objects.bulk_create(fresh, ignore_conflicts=True)
                 self._trim()
+                self._count_arms([rec for rec in stored if rec.arm])
             return len(fresh)
         except DatabaseError as exc:
             raise StoreUnavailable(f"database replay store unavailable: {exc}") from exc
@@ -45,6 +51,42 @@ class DatabaseReplayStore(ReplayStore):
         boundary = list(boundary)
         if boundary:
             Experience.objects.filter(id__lt=boundary[0]).delete()
+
+    @staticmethod
+    def _count_arms(records: list[ExperienceRecord]) -> None:
+        totals: dict[str, list[float]] = defaultdict(lambda: [0, 0, 0.0, 0.0])
+        buckets: Counter[tuple[str, int]] = Counter()
+        for rec in records:
+            arm = totals[rec.arm]
+            arm[0] += 1
+            arm[1] += int(rec.success)
+            arm[2] += rec.latency_ms
+            arm[3] += rec.latency_ms**2
+            buckets[rec.arm, latency_bucket(rec.latency_ms)] += 1
+        for name, (count, successes, total, squares) in totals.items():
+            ArmOutcome.objects.get_or_create(arm=name)
+            ArmOutcome.objects.filter(arm=name).update(
+                count=F("count") + count, successes=F("successes") + successes,
+                latency_sum=F("latency_sum") + total, latency_sq_sum=F("latency_sq_sum") + squares,
+            )
+        for (name, bucket), count in buckets.items():
+            ArmLatencyBucket.objects.get_or_create(arm=name, bucket=bucket)
+            ArmLatencyBucket.objects.filter(arm=name, bucket=bucket).update(count=F("count") + count)
+
+    def arm_totals(self) -> dict[str, dict]:
+        def read():
+            totals = {
+                row["arm"]: {**row, "buckets": {}}
+                for row in ArmOutcome.objects.values("arm", "count", "successes", "latency_sum", "latency_sq_sum")
+            }
+            for arm, bucket, count in ArmLatencyBucket.objects.values_list("arm", "bucket", "count"):
+                if arm in totals:
+                    totals[arm]["buckets"][bucket] = count
+            for row in totals.values():
+                row.pop("arm")
+            return totals
+
+        return self._query(read)
 
     def size(self) -> int:
         return self._query(lambda: Experience.objects.count())
@@ -67,7 +109,8 @@ class DatabaseReplayStore(ReplayStore):
         return self._query(lambda: list(Experience.objects.order_by("-id").values(*fields)[:count]))
 
     def clear(self) -> None:
-        self._query(lambda: Experience.objects.all().delete())
+        for model in (Experience, ArmOutcome, ArmLatencyBucket):
+            self._query(lambda model=model: model.objects.all().delete())
 
     def ping(self) -> bool:
         try:

@@ -42,6 +42,7 @@ def build_records(items: Sequence[dict[str, Any]]) -> list[ExperienceRecord]:
         ExperienceRecord(
             state=item["state"], action=item["action"], reward=reward, next_state=next_state,
             latency_ms=item["latency_ms"], success=item["success"], experience_id=item.get("experience_id"),
+            arm=item.get("arm"),
         )
         for item, reward, next_state in zip(items, rewards, next_states.tolist(), strict=True)
     ]

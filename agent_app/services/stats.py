@@ -11,6 +11,7 @@ from django.db import DatabaseError, connection
 from agent_app.models import AgentState, ReplicaSelection
 from agent_app.replay import StoreUnavailable, get_replay_store
 from agent_app.serving import policy_cache
+from agent_app.services.ab_testing import ab_results
 
 log = logging.getLogger(__name__)
 RECENT_REWARD_WINDOW = 100
@@ -34,9 +35,10 @@ def agent_stats() -> dict[str, Any]:
         buffer_size = store.size()
         rewards = store.recent_rewards(RECENT_REWARD_WINDOW)
         avg_reward = round(sum(rewards) / len(rewards), 6) if rewards else None
+        ab = ab_results()
     except StoreUnavailable as exc:
         log.warning("stats without the replay store: %s", exc)
-        buffer_size, avg_reward = None, None
+        buffer_size, avg_reward, ab = None, None, None
     selections: dict[str, dict[str, int]] = {name: {} for name in settings.REPLICA_NAMES}
     for row in ReplicaSelection.objects.all():
         if row.replica_idx < len(settings.REPLICA_NAMES):
@@ -54,6 +56,7 @@ def agent_stats() -> dict[str, Any]:
         "backends": backends(),
         "last_loss": state.last_loss,
         "target_syncs": state.target_syncs,
+        "ab": ab,
     }
 
 

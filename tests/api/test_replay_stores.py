@@ -18,10 +18,8 @@ def replay(request, db):
     if request.param == "redis":
         if not settings.REDIS_URL:
             pytest.skip("Redis is not configured (TEST_BACKENDS=embedded)")
-        from agent_app.redis_client import get_redis
         from agent_app.replay.redis_store import RedisReplayStore
 
-        get_redis().flushdb()
         store = RedisReplayStore(capacity=50, state_dim=10)
     else:
         store = DatabaseReplayStore(capacity=50, state_dim=10)
