@@ -116,7 +116,8 @@ class PolicyCache:
         if exploration is None:
             exploration = settings.RL_EXPLORATION
         self.snapshot = ServingSnapshot(
-            network=network, weights_blob=blob, model_version=row["model_version"], steps_done=row["steps_done"],
+            network=network, weights_blob=blob, model_version=row["model_version"],
+            steps_done=row["steps_done"],
             epsilon=row["epsilon"], exploration=exploration, reward_config=reward_config_from(config),
             memory=memory, cpu=cpu,
             api_key_digests=frozenset(ApiKey.objects.filter(active=True).values_list("digest", flat=True)),

@@ -11,11 +11,11 @@ from rest_framework.views import APIView
 from agent_app.api import serializers as io
 from agent_app.replay import StoreUnavailable, get_replay_store
 from agent_app.services import training
-from agent_app.services.experiences import record_experiences
-from agent_app.serving import policy_cache
 from agent_app.services.ab_testing import ab_results
+from agent_app.services.experiences import record_experiences
 from agent_app.services.routing import select_replica
 from agent_app.services.stats import agent_stats, readiness
+from agent_app.serving import policy_cache
 
 _ERROR = OpenApiResponse(io.ErrorResponse, description="Validation error naming the field")
 

@@ -75,10 +75,8 @@ class DatabaseReplayStore(ReplayStore):
 
     def arm_totals(self) -> dict[str, dict]:
         def read():
-            totals = {
-                row["arm"]: {**row, "buckets": {}}
-                for row in ArmOutcome.objects.values("arm", "count", "successes", "latency_sum", "latency_sq_sum")
-            }
+            fields = ("arm", "count", "successes", "latency_sum", "latency_sq_sum")
+            totals = {row["arm"]: {**row, "buckets": {}} for row in ArmOutcome.objects.values(*fields)}
             for arm, bucket, count in ArmLatencyBucket.objects.values_list("arm", "bucket", "count"):
                 if arm in totals:
                     totals[arm]["buckets"][bucket] = count

@@ -6,8 +6,8 @@ import numpy as np
 import redis
 
 from agent_app.redis_client import KEY_PREFIX, get_redis
-from agent_app.services.ab_testing import latency_bucket
 from agent_app.replay.base import ExperienceRecord, ReplayStore, StoreUnavailable, TransitionArrays
+from agent_app.services.ab_testing import latency_bucket
 
 STREAM_KEY = KEY_PREFIX + "experiences"
 SEEN_PREFIX = KEY_PREFIX + "experience-id:"

@@ -65,7 +65,8 @@ def compare(baseline: dict[str, Any], candidate: dict[str, Any]) -> dict[str, An
 def ab_results() -> dict[str, Any]:
     from agent_app.replay import get_replay_store
 
-    arms = {arm: summarize(totals) for arm, totals in get_replay_store().arm_totals().items() if totals["count"]}
+    totals_by_arm = get_replay_store().arm_totals()
+    arms = {arm: summarize(totals) for arm, totals in totals_by_arm.items() if totals["count"]}
     comparison = None
     if arms.get(BASELINE, {}).get("count", 0) > 1 and arms.get(CANDIDATE, {}).get("count", 0) > 1:
         comparison = compare(arms[BASELINE], arms[CANDIDATE])

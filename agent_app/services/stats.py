@@ -10,8 +10,8 @@ from django.db import DatabaseError, connection
 
 from agent_app.models import AgentState, ReplicaSelection
 from agent_app.replay import StoreUnavailable, get_replay_store
-from agent_app.serving import policy_cache
 from agent_app.services.ab_testing import ab_results
+from agent_app.serving import policy_cache
 
 log = logging.getLogger(__name__)
 RECENT_REWARD_WINDOW = 100
