@@ -59,6 +59,12 @@ def test_beat_trains_syncs_checkpoints_and_web_serves_the_new_model(live_stack_f
         10, "web workers to serve the new model",
     )
     assert version >= 4
+    # Two gunicorn workers answer these requests; they agree on the shared state.
+    stack.stop("beat")
+    stack.stop("worker")
+    time.sleep(1.5)
+    answers = {(b["steps_done"], b["model_version"], b["epsilon"]) for b in (stats(stack) for _ in range(12))}
+    assert len(answers) == 1
 
 
 def test_only_one_trainer_trains_at_a_time(live_stack_factory):
