@@ -20,7 +20,9 @@ numbers = st.one_of(
 )
 json_values = st.recursive(
     st.one_of(st.none(), st.booleans(), numbers, st.text(max_size=20)),
-    lambda inner: st.one_of(st.lists(inner, max_size=12), st.dictionaries(st.text(max_size=10), inner, max_size=5)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=12), st.dictionaries(st.text(max_size=10), inner, max_size=5)
+    ),
     max_leaves=30,
 )
 
@@ -44,8 +46,11 @@ def state_of(store) -> tuple:
 
 
 @settings(max_examples=1500, deadline=None, suppress_health_check=list(HealthCheck))
-@given(body=st.one_of(mutated(SEED_EXPERIENCE), json_values,
-                      st.builds(lambda items: {"experiences": items}, st.lists(mutated(SEED_EXPERIENCE), max_size=3))))
+@given(body=st.one_of(
+    mutated(SEED_EXPERIENCE),
+    json_values,
+    st.builds(lambda items: {"experiences": items}, st.lists(mutated(SEED_EXPERIENCE), max_size=3)),
+))
 def test_record_experience_never_fails_and_refusals_change_nothing(client, store, body):
     before = state_of(store)
     response = client.generic("POST", "/record_experience", json.dumps(body, allow_nan=True),
