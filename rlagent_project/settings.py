@@ -245,9 +245,15 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_TASK_SOFT_TIME_LIMIT = max(5, int(TRAINING_INTERVAL_SECONDS * 0.75))
 CELERY_TASK_TIME_LIMIT = max(8, int(TRAINING_INTERVAL_SECONDS * 0.9))
 # Redis redelivers an unacknowledged task after this; above the hard limit, or runs would double.
+# The key prefix keeps several deployments sharing one Redis apart, queues included.
 if CELERY_BROKER_URL.startswith("redis"):
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIME_LIMIT * 4}
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": CELERY_TASK_TIME_LIMIT * 4,
+        "global_keyprefix": REDIS_KEY_PREFIX,
+    }
 CELERY_RESULT_EXPIRES = 3600
+if CELERY_RESULT_BACKEND.startswith("redis"):
+    CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"global_keyprefix": REDIS_KEY_PREFIX}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Periodic tasks expire after one interval: a backlog (worker down) never piles up runs.
 CELERY_BEAT_SCHEDULE = {

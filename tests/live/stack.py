@@ -58,10 +58,9 @@ class LiveStack:
             self.database = f"rlagent_live_{uuid.uuid4().hex[:10]}"
             _admin_sql(f'CREATE DATABASE "{self.database}"')
             self.env["DATABASE_URL"] = f"postgres://postgres@127.0.0.1:5432/{self.database}"
-            self.env.update(REDIS_HOST="127.0.0.1", REDIS_DB=LIVE_REDIS_DB)
-            import redis
-
-            redis.Redis(host="127.0.0.1", db=int(LIVE_REDIS_DB)).flushdb()
+            # A prefix of its own: stacks running at the same time never share keys or queues.
+            self.env.update(REDIS_HOST="127.0.0.1", REDIS_DB=LIVE_REDIS_DB,
+                            REDIS_KEY_PREFIX=f"rlagent-live-{uuid.uuid4().hex[:8]}:")
         else:
             self.env["DATABASE_URL"] = f"sqlite:///{tmp_path / 'live.sqlite3'}"
         self.env.update(env)
@@ -103,6 +102,11 @@ class LiveStack:
             self.stop(name)
         if self.database:
             _admin_sql(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
+            import redis
+
+            client = redis.Redis(host="127.0.0.1", db=int(LIVE_REDIS_DB))
+            for key in client.scan_iter(self.env["REDIS_KEY_PREFIX"] + "*", count=1000):
+                client.delete(key)
 
     def log(self, name: str) -> str:
         path = self.tmp_path / f"{name}.log"
