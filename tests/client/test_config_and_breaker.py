@@ -9,7 +9,7 @@ import pytest
 
 from rlagent_client import CircuitBreaker, ClientConfig, RoundRobin, least_loaded, power_of_two
 from rlagent_client.fallback import CLOSED, HALF_OPEN, OPEN, make_heuristic
-from tests.live.stack import ROOT
+from simulator.live_service import ROOT
 
 
 class FakeClock:

@@ -14,7 +14,7 @@ import pytest
 
 from examples.fake_replica import FakeReplica, ReplicaProfile
 from examples.gateway import Gateway
-from tests.live.stack import ROOT
+from simulator.live_service import ROOT
 
 PROFILES = [ReplicaProfile("replica-1", speed=2.0), ReplicaProfile("replica-2", speed=1.0),
             ReplicaProfile("replica-3", speed=0.5)]

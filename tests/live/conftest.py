@@ -3,7 +3,7 @@
 import pytest
 from django.conf import settings
 
-from tests.live.stack import LiveStack
+from simulator.live_service import LiveStack
 
 
 def uses_services() -> bool:

@@ -108,7 +108,7 @@ def _start_manage(stack, *args: str):
     import subprocess
     import sys
 
-    from tests.live.stack import ROOT
+    from simulator.live_service import ROOT
 
     return subprocess.Popen([sys.executable, "manage.py", *args], cwd=ROOT, env=stack.env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

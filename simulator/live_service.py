@@ -1,4 +1,8 @@
-"""Start the service the way the README does (the Procfile's commands) on a fresh database."""
+"""Start the service the way the README does (the Procfile's commands) on a fresh database.
+
+Used by `manage.py simulate --through-api` (a fresh agent per scenario and seed) and by the
+live tests. Postgres + Redis when asked to use services, else the embedded default.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ from typing import Any
 
 import requests
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 PROCFILE = dict(line.split(": ", 1) for line in (ROOT / "Procfile").read_text().splitlines() if line.strip())
 LIVE_REDIS_DB = "14"
 
@@ -35,10 +39,10 @@ def port_free(port: int) -> bool:
 class LiveStack:
     """Web, worker and beat as separate processes sharing a fresh database (and Redis if used)."""
 
-    def __init__(self, tmp_path: Path, use_services: bool, **env: str) -> None:
+    def __init__(self, tmp_path: Path, use_services: bool, port: int | None = None, **env: str) -> None:
         self.tmp_path = tmp_path
         tmp_path.mkdir(parents=True, exist_ok=True)
-        self.port = 5000 if port_free(5000) else free_port()
+        self.port = port or (5000 if port_free(5000) else free_port())
         self.procs: dict[str, subprocess.Popen] = {}
         self.database = None
         bin_dir = str(Path(sys.executable).parent)

@@ -1,0 +1,109 @@
+"""The real service as a policy: the simulator plays the gateway over HTTP.
+
+Each decision is a POST /select_replica; each completion is reported with the decision's
+`decision_id` (so the service learns from exactly the state it decided on) through the batch
+form of POST /record_experience; every `train_every` reports it calls POST /train, as beat
+would. What is measured is what a gateway gets, network and fallbacks included.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+import numpy as np
+import requests
+
+
+class ServicePolicy:
+    """The `Policy` interface (start/choose/observe/set_mode) backed by a running service."""
+
+    name = "dqn_api"
+
+    def __init__(self, base_url: str, api_key: str, train_requests: int = 10_000,
+                 train_every: int = 64, iterations: int = 16, batch_size: int = 64,
+                 report_batch: int = 32, timeout_s: float = 10.0, curve_every: int = 250) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.train_requests = train_requests
+        self.train_every, self.iterations, self.batch_size = train_every, iterations, batch_size
+        self.report_batch, self.timeout_s = report_batch, timeout_s
+        self.http = requests.Session()
+        self.http.headers["Authorization"] = f"Bearer {api_key}"
+        self._decisions: dict[int, str] = {}
+        self._pending: list[dict] = []
+        self.mode = "train"
+        self.reported = 0
+        self.policies: dict[str, int] = {}
+        self.train_results: list[dict] = []
+        self._recent: deque = deque(maxlen=1000)
+        self._curve_every = curve_every
+        self.curve: dict = {"requests": [], "latency_ms": [], "reward": [], "failure_rate": [],
+                            "epsilon": [], "train_requests": train_requests}
+
+    def start(self, context: Any) -> None:
+        self.context = context
+
+    def set_mode(self, mode: str) -> None:
+        """"train" and "online" report and train as a deployment does; "eval" only decides."""
+        self.flush()
+        self.mode = mode
+
+    def choose(self, request_fields: dict, rng: np.random.Generator) -> int:
+        response = self.http.post(f"{self.base_url}/select_replica", json=request_fields,
+                                  timeout=self.timeout_s)
+        response.raise_for_status()
+        decision = response.json()
+        self.policies[decision["policy"]] = self.policies.get(decision["policy"], 0) + 1
+        # The engine hands this same state list back with the completed request.
+        self._decisions[id(self.context.raw_state())] = decision["decision_id"]
+        return int(decision["replica_idx"])
+
+    def observe(self, experience: dict) -> None:
+        decision_id = self._decisions.pop(id(experience["state"]), None)
+        if self.mode == "eval" or decision_id is None:
+            return
+        self._pending.append({
+            "decision_id": decision_id, "latency_ms": experience["latency_ms"],
+            "success": experience["success"], "replica_loads": experience["replica_loads"],
+        })
+        if len(self._pending) >= self.report_batch:
+            self.flush()
+
+    def flush(self) -> None:
+        """Report what is pending, and train when `train_every` more reports went out."""
+        if not self._pending:
+            return
+        batch, self._pending = self._pending, []
+        response = self.http.post(f"{self.base_url}/record_experience", json={"experiences": batch},
+                                  timeout=self.timeout_s)
+        response.raise_for_status()
+        before, self.reported = self.reported, self.reported + len(batch)
+        for item, reward in zip(batch, response.json()["rewards"], strict=True):
+            self._track(item, reward)
+        if self.reported // self.train_every > before // self.train_every:
+            trained = self.http.post(f"{self.base_url}/train", timeout=max(self.timeout_s, 60),
+                                     params={"batch_size": self.batch_size, "iterations": self.iterations})
+            if trained.status_code == 200:
+                self.train_results.append(trained.json())
+            elif trained.status_code != 409:  # 409: fewer experiences than a batch, or busy
+                trained.raise_for_status()
+
+    def _track(self, item: dict, reward: float) -> None:
+        ok = item["success"]
+        self._recent.append((item["latency_ms"] if ok else np.nan, reward, not ok))
+        if self.reported % self._curve_every < self.report_batch and len(self._recent) > 1:
+            arr = np.array(self._recent, dtype=float)
+            latency = arr[:, 0][~np.isnan(arr[:, 0])]
+            self.curve["requests"].append(self.reported)
+            self.curve["latency_ms"].append(float(latency.mean()) if latency.size else float("nan"))
+            self.curve["reward"].append(float(arr[:, 1].mean()))
+            self.curve["failure_rate"].append(float(arr[:, 2].mean()))
+            epsilon = self.train_results[-1]["epsilon"] if self.train_results else 1.0
+            self.curve["epsilon"].append(epsilon)
+
+    def describe(self) -> dict:
+        last = self.train_results[-1] if self.train_results else {}
+        return {"service": self.base_url, "train_every": self.train_every, "iterations": self.iterations,
+                "batch_size": self.batch_size, "train_requests": self.train_requests,
+                "decisions_by_policy": dict(self.policies), "steps_done": last.get("steps_done"),
+                "model_version": last.get("model_version"), "epsilon": last.get("epsilon")}
