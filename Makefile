@@ -10,7 +10,8 @@ run: $(VENV)/.installed  ## install, migrate and start web + training worker + b
 	$(BIN)/python manage.py collectstatic --noinput -v0
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start -f Procfile
 
-test: $(VENV)/.installed-dev  ## install test tools and run the whole suite
+test: $(VENV)/.installed-dev  ## install test tools (and Debian's chromium for the browser test), run the suite
+	command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-dev

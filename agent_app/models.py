@@ -161,3 +161,69 @@ class ArmLatencyBucket(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["arm", "bucket"], name="one_bucket_per_arm")]
+
+
+class ConfigChange(models.Model):
+    """Audit log of operator changes made in the admin: who, when, which setting, old and new value."""
+
+    changed_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # The operator's username as text, so the record outlives the account.
+    username = models.CharField(max_length=150, blank=True)
+    field = models.CharField(max_length=64)
+    old_value = models.TextField(blank=True)
+    new_value = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-changed_at", "-id"]
+        verbose_name = "configuration change"
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.old_value} → {self.new_value} by {self.username or 'unknown'}"
+
+
+class MetricSample(models.Model):
+    """One point of the dashboard's history, written after each training run and trimmed."""
+
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    model_version = models.PositiveIntegerField()
+    steps_done = models.BigIntegerField()
+    epsilon = models.FloatField()
+    loss = models.FloatField(null=True, blank=True)
+    avg_reward = models.FloatField(null=True, blank=True)
+    buffer_size = models.PositiveIntegerField(null=True, blank=True)
+    # Replica name -> mean latency (ms) of the recent experiences routed to it.
+    latency_by_replica = models.JSONField(default=dict)
+    # Replica name -> fraction of the decisions since the previous sample.
+    share_by_replica = models.JSONField(default=dict)
+    fallback_rate = models.FloatField(null=True, blank=True)
+    exploration_rate = models.FloatField(null=True, blank=True)
+    # Cumulative decision counts "replica_idx:policy" -> count, to take the next sample's deltas.
+    selection_totals = models.JSONField(default=dict)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"model v{self.model_version} at {self.created_at:%Y-%m-%d %H:%M:%S}"
+
+
+class TrainerCounters(models.Model):
+    """Counters of work done by whichever process trains (one row), exported by /metrics.
+
+    In the database rather than in a process, because training runs in Celery workers that
+    Prometheus does not scrape, possibly on other machines.
+    """
+
+    training_runs = models.BigIntegerField(default=0)
+    training_seconds = models.FloatField(default=0.0)
+    # Upper bound of a duration bucket (seconds, as text) -> runs that fell in it (not cumulative).
+    duration_buckets = models.JSONField(default=dict)
+    checkpoints_written = models.BigIntegerField(default=0)
+
+    class Meta:
+        verbose_name_plural = "trainer counters"
+
+    @classmethod
+    def load(cls) -> TrainerCounters:
+        counters, _ = cls.objects.get_or_create(pk=1)
+        return counters

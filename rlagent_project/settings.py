@@ -212,6 +212,10 @@ POLICY_SYNC_THREAD = env_bool("POLICY_SYNC_THREAD", True)
 OPEN_ENDPOINTS = env_list("OPEN_ENDPOINTS", ["select_replica", "stats", "health"])
 # Port the web server listens on (the seed's examples use 5000).
 PORT = env_int("PORT", 5000, minimum=1, maximum=65535)
+# /metrics without a staff session or an API key: only where nothing but Prometheus reaches the port.
+METRICS_OPEN = env_bool("METRICS_OPEN", False)
+# Points of history the dashboard's charts keep (one per training run; 1440 = a day at 60 s).
+DASHBOARD_HISTORY_SAMPLES = env_int("DASHBOARD_HISTORY_SAMPLES", 1440, minimum=10, maximum=100_000)
 
 # --- Celery -----------------------------------------------------------------------------
 # Redis when REDIS_HOST is set; otherwise kombu's filesystem transport, which needs no server and
@@ -230,7 +234,8 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = TIME_ZONE
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# django-celery-beat's DatabaseScheduler, keeping a training interval set in the admin over restarts.
+CELERY_BEAT_SCHEDULER = "agent_app.beat:OperatorScheduler"
 # Everything the trainer does goes to one queue, consumed by a worker with concurrency 1.
 CELERY_TASK_ROUTES = {"tasks.training.*": {"queue": "training"}}
 CELERY_TASK_DEFAULT_QUEUE = "training"

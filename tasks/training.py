@@ -23,7 +23,7 @@ def _refusal(exc: training.TrainingRefused) -> dict[str, Any]:
 
 
 @shared_task(name="tasks.training.train")
-def train_task(batch_size: int, iterations: int) -> dict[str, Any]:
+def train_task(batch_size: int | None, iterations: int) -> dict[str, Any]:
     try:
         return training.train(batch_size=batch_size, iterations=iterations)
     except training.TrainingRefused as exc:
@@ -32,8 +32,8 @@ def train_task(batch_size: int, iterations: int) -> dict[str, Any]:
 
 @shared_task(name="tasks.training.scheduled_train")
 def scheduled_train_task() -> dict[str, Any]:
-    """Beat's periodic run with the configured batch size and iterations."""
-    return train_task(settings.TRAINING_BATCH_SIZE, settings.TRAINING_ITERATIONS)
+    """Beat's periodic run: TRAINING_ITERATIONS steps at the admin's (or the default) batch size."""
+    return train_task(None, settings.TRAINING_ITERATIONS)
 
 
 @shared_task(name="tasks.training.checkpoint")

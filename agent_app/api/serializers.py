@@ -144,7 +144,10 @@ class RecordResponse(serializers.Serializer):
 
 
 class TrainQuery(serializers.Serializer):
-    batch_size = serializers.IntegerField(min_value=1, max_value=4096, default=64)
+    batch_size = serializers.IntegerField(
+        min_value=1, max_value=4096, required=False,
+        help_text="Default: the admin's batch size, else TRAINING_BATCH_SIZE (64).",
+    )
     iterations = serializers.IntegerField(min_value=1, max_value=10_000, default=1)
 
 

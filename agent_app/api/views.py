@@ -8,6 +8,7 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from agent_app import metrics
 from agent_app.api import serializers as io
 from agent_app.replay import StoreUnavailable, get_replay_store
 from agent_app.services import training
@@ -47,6 +48,7 @@ class RecordExperienceView(APIView):
     def post(self, request):
         is_batch = isinstance(request.data, dict) and "experiences" in request.data
         serializer = (io.ExperienceBatchRequest if is_batch else io.ExperienceRequest)(data=request.data)
+        metrics.count_rejected(serializer)
         serializer.is_valid(raise_exception=True)
         items = serializer.validated_data["experiences"] if is_batch else [serializer.validated_data]
         try:

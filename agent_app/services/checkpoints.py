@@ -8,6 +8,7 @@ from pathlib import Path
 
 from django.conf import settings
 
+from agent_app.metrics import checkpoint_written
 from agent_app.models import AgentState, Checkpoint
 from agent_app.rl.agent import DQNAgent
 from agent_app.rl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -48,6 +49,7 @@ def write_checkpoint(agent: DQNAgent, state: AgentState, avg_reward: float | Non
         Path(old.path).unlink(missing_ok=True)
         old.delete()
     log.info("checkpoint v%s written to %s (%s steps)", state.model_version, path, agent.steps_done)
+    checkpoint_written()
     return checkpoint
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 from django.conf import settings
 
+from agent_app.metrics import count_recorded
 from agent_app.replay import ExperienceRecord, get_replay_store
 from agent_app.rl.reward import compute_rewards
 from agent_app.serving import policy_cache
@@ -53,4 +54,5 @@ def record_experiences(*, items: Sequence[dict[str, Any]]) -> RecordOutcome:
     policy_cache.ensure_started()
     records = build_records(items)
     stored = get_replay_store().add(records)
+    count_recorded(stored)
     return RecordOutcome(stored=stored, duplicates=len(records) - stored, rewards=[r.reward for r in records])

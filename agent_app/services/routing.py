@@ -14,6 +14,7 @@ import numpy as np
 from django.conf import settings
 
 from agent_app.decisions import encode_decision
+from agent_app.metrics import count_decision
 from agent_app.rl.state import build_state, normalize_state, time_of_day_now
 from agent_app.serving import policy_cache
 
@@ -64,6 +65,7 @@ def select_replica(
     else:
         confidence = 1.0 / n  # no model: no preference to report
     policy_cache.selections[(action, policy)] += 1
+    count_decision(action, policy)
     return {
         "replica_idx": action,
         "replica_name": settings.REPLICA_NAMES[action],

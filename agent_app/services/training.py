@@ -12,6 +12,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from agent_app.metrics import training_run
 from agent_app.models import AgentConfig, AgentState
 from agent_app.replay import get_replay_store
 from agent_app.rl.agent import DQNAgent
@@ -116,12 +117,18 @@ class LocalTrainer:
 _trainer = LocalTrainer()
 
 
-def train(*, batch_size: int, iterations: int) -> dict[str, Any]:
-    """Run `iterations` gradient steps under the lease and publish the result."""
+@training_run  # its duration and a dashboard history sample, once it has published
+def train(*, iterations: int, batch_size: int | None = None) -> dict[str, Any]:
+    """Run `iterations` gradient steps under the lease and publish the result.
+
+    With no batch_size, the admin's batch size applies, else TRAINING_BATCH_SIZE.
+    """
     try:
         with training_lease() as lease:
             state = AgentState.load()
-            agent = _trainer.prepare(state, current_config(batch_size=batch_size))
+            config = current_config(batch_size=batch_size)
+            batch_size = config.batch_size
+            agent = _trainer.prepare(state, config)
             _trainer.pull_experiences()
             if len(agent.buffer) < batch_size:
                 raise NotEnoughExperience(
@@ -194,7 +201,7 @@ def runs_in_worker() -> bool:
     return bool(settings.CELERY_RESULT_BACKEND)
 
 
-def request_training(*, batch_size: int, iterations: int) -> dict[str, Any]:
+def request_training(*, iterations: int, batch_size: int | None = None) -> dict[str, Any]:
     if not runs_in_worker():
         return train(batch_size=batch_size, iterations=iterations)
     from tasks.training import train_task

@@ -88,3 +88,13 @@ def test_health_and_readiness(anonymous):
     body = anonymous.get("/ready").json()
     assert body["ready"] is True
     assert body["model"]["ok"] is False and body["model"]["fallback_reason"] == "no trained model yet"
+
+
+def test_train_without_a_batch_size_uses_the_admin_batch_size(client, fill):
+    from agent_app.models import AgentConfig
+
+    fill(40)
+    assert client.post("/train?iterations=1").status_code == 409  # 40 < the default 64
+    AgentConfig.objects.update_or_create(pk=1, defaults={"batch_size": 32})
+    response = client.post("/train?iterations=1")
+    assert response.status_code == 200, response.content

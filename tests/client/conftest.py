@@ -16,8 +16,8 @@ import pytest
 import requests
 
 from rlagent_client import ClientConfig, RLAgentClient
-from tests.live.conftest import uses_services
 from simulator.live_service import LiveStack
+from tests.live.conftest import uses_services
 
 SELECT = {"replica_loads": [5, 3, 7], "queue_depth": 12, "recent_latency_ms": 280.5, "current_rps": 8.2,
           "success_rate": 0.98}

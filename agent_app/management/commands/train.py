@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 import time
 
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from agent_app.services import training
@@ -16,11 +15,12 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--iterations", type=int, default=1000, help="gradient steps (default 1000)")
-        parser.add_argument("--batch-size", type=int, default=settings.TRAINING_BATCH_SIZE)
+        parser.add_argument("--batch-size", type=int, default=None,
+                            help="default: the admin's batch size, else TRAINING_BATCH_SIZE")
         parser.add_argument("--chunk", type=int, default=100, help="steps per published update")
 
-    def handle(self, *args, iterations: int, batch_size: int, chunk: int, **options) -> None:
-        if iterations < 1 or batch_size < 1 or chunk < 1:
+    def handle(self, *args, iterations: int, batch_size: int | None, chunk: int, **options) -> None:
+        if iterations < 1 or chunk < 1 or (batch_size is not None and batch_size < 1):
             raise CommandError("--iterations, --batch-size and --chunk must be positive")
         done, started, result = 0, time.monotonic(), None
         while done < iterations:

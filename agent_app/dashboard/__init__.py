@@ -1,0 +1,1 @@
+"""The operators' dashboard: history samples, server-side SVG charts and the staff-only views."""

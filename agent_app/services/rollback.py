@@ -1,0 +1,110 @@
+"""Roll back: serve an older checkpoint again, published the way training publishes; delete one.
+
+Both run under the training lease, so they never interleave with a training run or a
+checkpoint write. A rollback is a new model version (web workers reload on a version change)
+and never moves steps_done backwards; the operator's current epsilon is kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from agent_app.models import AgentState, Checkpoint
+from agent_app.rl.checkpoint import CheckpointError, load_checkpoint, read_checkpoint
+from agent_app.rl.inference import weights_to_bytes
+from agent_app.services import checkpoints, operator_config, training
+from agent_app.services.lease import LeaseHeld, training_lease
+
+log = logging.getLogger(__name__)
+
+
+class RollbackRefused(Exception):
+    """The checkpoint is gone or unreadable, or a trainer holds the lease."""
+
+
+def publish_checkpoint(*, checkpoint_id: int, username: str = "") -> dict[str, Any]:
+    """Publish checkpoint `checkpoint_id` as the serving model (a new model version)."""
+    checkpoint = _get(checkpoint_id)
+    try:
+        with training_lease():
+            try:
+                agent = load_checkpoint(checkpoint.path, expected_config=training.current_config())
+            except CheckpointError as exc:
+                raise RollbackRefused(f"checkpoint v{checkpoint.version} cannot be loaded: {exc}") from None
+            AgentState.load()
+            with transaction.atomic():
+                state = AgentState.objects.select_for_update().get(pk=1)
+                previous = state.model_version
+                agent.steps_done = max(agent.steps_done, state.steps_done)
+                agent.epsilon = state.epsilon
+                state.model_version += 1
+                state.steps_done = agent.steps_done
+                state.last_loss = checkpoint.loss
+                state.device = agent.device
+                state.serving_weights = weights_to_bytes(agent.export_numpy())
+                state.trainer_state = checkpoints.agent_to_bytes(
+                    agent, {"model_version": state.model_version, "rolled_back_to": checkpoint.version}
+                )
+                state.published_at = timezone.now()
+                state.save()
+    except LeaseHeld as exc:
+        raise RollbackRefused(f"{exc}; the rollback was not applied") from None
+    operator_config.record(
+        username=username, field="serving model", old=f"v{previous}",
+        new=f"v{state.model_version} (checkpoint v{checkpoint.version}, {checkpoint.steps_done} steps)",
+    )
+    log.info("rolled back to checkpoint v%s, published as model v%s", checkpoint.version, state.model_version)
+    return {"model_version": state.model_version, "previous_version": previous,
+            "checkpoint_version": checkpoint.version, "steps_done": state.steps_done}
+
+
+def delete_checkpoint(*, checkpoint_id: int, username: str = "") -> None:
+    """Delete the row and its file; MODEL_PATH is re-pointed if it held that checkpoint."""
+    checkpoint = _get(checkpoint_id)
+    try:
+        with training_lease():
+            path = Path(checkpoint.path)
+            checkpoint.delete()
+            if not Checkpoint.objects.filter(path=checkpoint.path).exists():  # two saves of one version
+                path.unlink(missing_ok=True)
+            _repoint_model_path(checkpoint.version)
+    except LeaseHeld as exc:
+        raise RollbackRefused(f"{exc}; checkpoint v{checkpoint.version} was not deleted") from None
+    operator_config.record(username=username, field="checkpoint deleted",
+                           old=f"v{checkpoint.version} ({checkpoint.path})", new="")
+
+
+def _get(checkpoint_id: int) -> Checkpoint:
+    checkpoint = Checkpoint.objects.filter(pk=checkpoint_id).first()
+    if checkpoint is None:
+        raise RollbackRefused(f"checkpoint #{checkpoint_id} no longer exists")
+    return checkpoint
+
+
+def _repoint_model_path(deleted_version: int) -> None:
+    """MODEL_PATH is what a fresh start loads first: it must not bring a deleted checkpoint back."""
+    model_path = Path(settings.MODEL_PATH)
+    try:
+        if read_checkpoint(model_path)["extra"].get("model_version") != deleted_version:
+            return
+    except CheckpointError:
+        return  # missing or unreadable: start-up skips it anyway
+    newest = next((Path(c.path) for c in Checkpoint.objects.order_by("-created_at", "-id")
+                   if Path(c.path).is_file()), None)
+    if newest is None:
+        model_path.unlink(missing_ok=True)
+        return
+    fd, temp = tempfile.mkstemp(dir=model_path.parent, prefix=f".{model_path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "wb") as out:
+        out.write(newest.read_bytes())
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(temp, model_path)
