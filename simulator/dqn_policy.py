@@ -1,0 +1,131 @@
+"""The service's DQN as an in-process policy: epsilon-greedy on the normalised state,
+an experience per completion, and a few gradient steps every K experiences.
+
+Uses the plain-Python RL core (``agent_app.rl``) exactly as the service does; the knobs
+under tuning are passed as overrides, never edited in the core.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+import numpy as np
+
+from agent_app.rl.agent import DQNAgent
+from agent_app.rl.config import routing_config
+from agent_app.rl.reward import RewardConfig, compute_reward
+from agent_app.rl.state import StateScales, next_state_after, normalize_state
+
+MODES = ("train", "online", "eval")
+# Measured on the simulator (docs in the report): a 256-sample batch averages out the
+# heavy-tailed latency rewards; everything else is the core's default. "core" uses none.
+PRESETS: dict[str, dict] = {"recommended": {"batch_size": 256}, "core": {}}
+
+
+class DQNPolicy:
+    """A learning router with the ``Policy`` interface plus ``set_mode`` for the runner.
+
+    Modes: "train" explores (epsilon-greedy) and learns; "online" acts as a deployed service
+    does (exploration at the epsilon it has reached, learning continues); "eval" is greedy
+    and frozen. ``train_every`` experiences trigger ``steps_per_train`` gradient steps (the
+    service's beat period and ``iterations``, scaled to the simulated request rate): the
+    default 8 steps every 16 experiences is 0.5 gradient steps per routed request.
+    """
+
+    name = "dqn"
+
+    def __init__(self, train_requests: int = 10_000, seed: int = 0,
+                 config_overrides: dict | None = None, reward_overrides: dict | None = None,
+                 state_overrides: dict | None = None, train_every: int = 16,
+                 steps_per_train: int = 8, keep_learning: bool | None = None,
+                 preset: str = "recommended",
+                 curve_every: int = 250, curve_window: int = 1000) -> None:
+        self.train_requests = train_requests
+        self.seed = seed
+        if preset not in PRESETS:
+            raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
+        self.config_overrides = {**PRESETS[preset], **(config_overrides or {})}
+        self.reward = RewardConfig(**(reward_overrides or {}))
+        self.scales = StateScales(**(state_overrides or {}))
+        self.train_every, self.steps_per_train = train_every, steps_per_train
+        self.keep_learning = keep_learning  # None: the runner decides (online if nonstationary)
+        self.agent: DQNAgent | None = None
+        self.num_replicas = 0
+        self.mode = "train"
+        self.seen = 0  # experiences observed, all phases
+        self.trained_on = 0  # experiences stored for learning
+        self.losses: list[float] = []
+        self._curve_every, self._recent = curve_every, deque(maxlen=curve_window)
+        self.curve: dict = {"requests": [], "latency_ms": [], "reward": [], "failure_rate": [],
+                            "epsilon": [], "train_requests": train_requests}
+
+    # --- the Policy interface -----------------------------------------------------------
+
+    def start(self, context: Any) -> None:
+        """Bind to a simulation; the agent itself survives from the training run to eval."""
+        self.context = context
+        if self.agent is None:
+            self.num_replicas = context.num_replicas
+            overrides = {"seed": self.seed, "device": "cpu", **self.config_overrides}
+            self.agent = DQNAgent(routing_config(self.num_replicas, **overrides))
+        elif context.num_replicas != self.num_replicas:
+            raise ValueError("a trained DQNPolicy cannot change its number of replicas")
+
+    def set_mode(self, mode: str) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if mode != "train" and self.keep_learning is not None:
+            mode = "online" if self.keep_learning else "eval"
+        self.mode = mode
+
+    def choose(self, request_fields: dict, rng: np.random.Generator) -> int:
+        state = self._normalise(self.context.raw_state())
+        return self.agent.act(state, explore=self.mode != "eval").action
+
+    def observe(self, experience: dict) -> None:
+        """Turn a ``record_experience`` body into a transition, as the service does."""
+        reward = compute_reward(experience["latency_ms"], experience["success"],
+                                experience["replica_loads"], self.reward)
+        self.seen += 1
+        self._track(experience, reward)
+        if self.mode == "eval":
+            return
+        state = experience["state"]
+        next_state = next_state_after(state, experience["replica_loads"])
+        self.agent.observe(self._normalise(state), experience["action"], reward,
+                           self._normalise(next_state), False)
+        self.trained_on += 1
+        if self.trained_on % self.train_every == 0:
+            for _ in range(self.steps_per_train):
+                result = self.agent.train_step()
+                if result is not None:
+                    self.losses.append(result.loss)
+
+    # --- helpers ------------------------------------------------------------------------
+
+    def _normalise(self, raw: list[float]) -> np.ndarray:
+        return normalize_state(raw, self.num_replicas, self.scales)
+
+    def _track(self, experience: dict, reward: float) -> None:
+        ok = experience["success"]
+        self._recent.append((experience["latency_ms"] if ok else np.nan, reward, not ok))
+        if self.seen % self._curve_every == 0:
+            arr = np.array(self._recent, dtype=float)
+            lat = arr[:, 0][~np.isnan(arr[:, 0])]
+            self.curve["requests"].append(self.seen)
+            self.curve["latency_ms"].append(float(lat.mean()) if lat.size else float("nan"))
+            self.curve["reward"].append(float(arr[:, 1].mean()))
+            self.curve["failure_rate"].append(float(arr[:, 2].mean()))
+            self.curve["epsilon"].append(float(self.agent.epsilon))
+
+    def describe(self) -> dict:
+        """The effective configuration (for the JSON report)."""
+        return {
+            "dqn_config": self.agent.config.to_dict() if self.agent else self.config_overrides,
+            "reward": self.reward.to_dict(),
+            "state_scales": vars(self.scales).copy(),
+            "train_every": self.train_every,
+            "steps_per_train": self.steps_per_train,
+            "train_requests": self.train_requests,
+        }

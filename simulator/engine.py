@@ -1,0 +1,199 @@
+"""The discrete-event loop: arrivals, batch completions, cluster events and policy calls."""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from simulator.cluster import INF, Replica, ReplicaSpec
+from simulator.signals import (
+    Window,
+    experience_body,
+    host_signals,
+    raw_state,
+    replica_loads,
+    select_body,
+)
+from simulator.workload import Workload
+
+OK, REJECTED, ERRORED = 0, 1, 2  # outcome codes in Records.outcome
+_DONE, _FAILED, _EVENT = 0, 1, 2  # heap entry kinds
+
+
+@dataclass(frozen=True)
+class ClusterEvent:
+    """A change to one replica at ``at_s`` simulated seconds.
+
+    kind: "speed" (speed multiplier becomes ``value``), "fail" (the replica answers every
+    request with an error and drops what it holds), "recover" (it serves again).
+    """
+
+    at_s: float
+    kind: str
+    replica: int
+    value: float = 1.0
+
+
+@dataclass
+class Records:
+    """One row per request, indexed like the workload."""
+
+    arrival_s: np.ndarray
+    finish_s: np.ndarray
+    latency_ms: np.ndarray
+    replica: np.ndarray
+    outcome: np.ndarray  # OK, REJECTED or ERRORED
+
+    @property
+    def success(self) -> np.ndarray:
+        return self.outcome == OK
+
+
+class SimContext:
+    """What a policy may ask the simulator besides the request body."""
+
+    def __init__(self, sim: Simulation) -> None:
+        self._sim = sim
+        self.num_replicas = len(sim.replicas)
+
+    @property
+    def now(self) -> float:
+        return self._sim.now
+
+    def raw_state(self) -> list[float]:
+        """The N + 7 state of the decision in progress, as the service would complete it."""
+        return self._sim.current_state
+
+    def true_speeds(self) -> list[float]:
+        """Current speed multipliers, 0 for a failing replica (only the oracle uses this)."""
+        return [0.0 if r.failing else r.speed for r in self._sim.replicas]
+
+
+class Simulation:
+    """Runs one workload through one policy on a cluster of replicas."""
+
+    def __init__(self, specs: Sequence[ReplicaSpec], workload: Workload, policy: object,
+                 rng: np.random.Generator, events: Sequence[ClusterEvent] = (),
+                 window_s: float = 60.0, day_s: float = 1800.0, day_phase: float = 0.0,
+                 fail_ms: float = 50.0, reject_ms: float = 5.0) -> None:
+        self.replicas = [Replica(i, s) for i, s in enumerate(specs)]
+        self.workload, self.policy, self.rng = workload, policy, rng
+        self.events = sorted(events, key=lambda e: e.at_s)
+        self.window = Window(window_s)
+        self.day_s, self.day_phase = day_s, day_phase
+        self.fail_s, self.reject_s = fail_ms / 1000.0, reject_ms / 1000.0
+        self.now = 0.0
+        self.current_state: list[float] = []
+        n = len(workload)
+        self._arrival = workload.arrival_s.tolist()
+        self._prompt = workload.prompt_tokens.tolist()
+        self._output = workload.output_tokens.tolist()
+        self._kv = [int(p + o) for p, o in zip(self._prompt, self._output, strict=True)]
+        self._states: list[list[float] | None] = [None] * n
+        self._heap: list[tuple] = []
+        self._seq = 0
+        self.records = Records(
+            arrival_s=workload.arrival_s.copy(), finish_s=np.full(n, np.nan),
+            latency_ms=np.full(n, np.nan), replica=np.full(n, -1, dtype=np.int16),
+            outcome=np.zeros(n, dtype=np.int8),
+        )
+        self._observe = getattr(policy, "observe", None)
+        self.context = SimContext(self)
+
+    def _push(self, t: float, kind: int, a: int, b: int) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (t, self._seq, kind, a, b))
+
+    def _push_replica(self, r: Replica) -> None:
+        if r.next_t < INF:
+            self._push(r.next_t, _DONE, r.index, r.version)
+
+    def run(self, progress: Callable[[float], None] | None = None) -> Records:
+        """Simulate every request to completion; ``progress`` gets the fraction routed."""
+        start = getattr(self.policy, "start", None)
+        if start is not None:
+            start(self.context)
+        for k, ev in enumerate(self.events):
+            self._push(ev.at_s, _EVENT, k, 0)
+        heap, arrival = self._heap, self._arrival
+        n = len(arrival)
+        step = max(1, n // 100)
+        for i in range(n):
+            t = arrival[i]
+            while heap and heap[0][0] <= t:
+                self._process(heapq.heappop(heap))
+            self.now = t
+            self._route(i, t)
+            if progress is not None and (i + 1) % step == 0:
+                progress((i + 1) / n)
+        while heap:
+            self._process(heapq.heappop(heap))
+        return self.records
+
+    def _route(self, rid: int, t: float) -> None:
+        replicas = self.replicas
+        self.window.arrival(t)
+        body = select_body(replicas, self.window, t)
+        state = raw_state(body, host_signals(replicas, t, self.day_s, self.day_phase))
+        self.current_state = state
+        self._states[rid] = state
+        action = int(self.policy.choose(body, self.rng))
+        if not 0 <= action < len(replicas):
+            raise ValueError(f"policy chose replica {action} of {len(replicas)}")
+        self.records.replica[rid] = action
+        r = replicas[action]
+        if r.failing:
+            r.failing_inflight += 1
+            self._push(t + self.fail_s, _FAILED, rid, 1)
+        elif r.full():
+            self._push(t + self.reject_s, _FAILED, rid, 0)
+        else:
+            r.admit(t, rid, r.spec.work(self._prompt[rid], self._output[rid]), self._kv[rid])
+            self._push_replica(r)
+
+    def _process(self, entry: tuple) -> None:
+        t, _, kind, a, b = entry
+        self.now = t
+        if kind == _DONE:
+            r = self.replicas[a]
+            if b != r.version:
+                return  # superseded by a later reschedule
+            for rid in r.pop_finished(t, self._kv):
+                self._finish(rid, t, OK)
+            self._push_replica(r)
+        elif kind == _FAILED:
+            if b:
+                self.replicas[self.records.replica[a]].failing_inflight -= 1
+            self._finish(a, t, ERRORED if b else REJECTED)
+        else:
+            self._apply(self.events[a], t)
+
+    def _apply(self, ev: ClusterEvent, t: float) -> None:
+        r = self.replicas[ev.replica]
+        if ev.kind == "speed":
+            r.set_speed(t, ev.value)
+            self._push_replica(r)
+        elif ev.kind == "fail":
+            r.failing = True
+            for rid in r.drop_all(t):
+                self._finish(rid, t, ERRORED)
+        elif ev.kind == "recover":
+            r.failing = False
+        else:
+            raise ValueError(f"unknown cluster event {ev.kind!r}")
+
+    def _finish(self, rid: int, t: float, outcome: int) -> None:
+        rec = self.records
+        latency = (t - self._arrival[rid]) * 1000.0
+        rec.finish_s[rid] = t
+        rec.latency_ms[rid] = latency
+        rec.outcome[rid] = outcome
+        ok = outcome == OK
+        self.window.completion(t, latency, ok)
+        state, self._states[rid] = self._states[rid], None
+        if self._observe is not None:
+            loads = replica_loads(self.replicas)
+            self._observe(experience_body(state, int(rec.replica[rid]), latency, ok, loads))

@@ -1,0 +1,182 @@
+"""Run policies on scenarios with paired seeds and collect per-request records and metrics.
+
+Paired: for a given seed every policy sees the same arrivals and token lengths.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from simulator.engine import Records, Simulation
+from simulator.metrics import aggregate, run_metrics, shift_metrics
+from simulator.policies import canonical_name, make_policy
+from simulator.scenarios import Scenario, get_scenario
+from simulator.workload import Workload, generate_workload
+
+TRAIN_SEED_OFFSET = 1_000_003  # a learner's training traffic never repeats an eval seed
+ProgressFn = Callable[[float], None]
+
+
+@dataclass
+class RunResult:
+    """One policy on one scenario and seed."""
+
+    scenario: str
+    policy: str
+    seed: int
+    metrics: dict
+    records: Records
+    shift: dict | None = None
+    curve: dict | None = None  # learning curve of a trainable policy
+    info: dict | None = None  # a policy's effective configuration, if it describes one
+    wall_s: float = 0.0
+
+
+def simulate(scenario: Scenario, workload: Workload, policy: Any, seed: int,
+             progress: ProgressFn | None = None) -> Records:
+    """Run ``workload`` through ``policy`` on the scenario's cluster (events included)."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 2]))
+    cfg = scenario.traffic
+    sim = Simulation(scenario.replica_specs(), workload, policy, rng,
+                     events=scenario.cluster_events(workload.duration_s),
+                     day_s=cfg.day_s, day_phase=cfg.day_phase)
+    return sim.run(progress)
+
+
+def train_policy(policy: Any, scenario: Scenario, seed: int,
+                 progress: ProgressFn | None = None) -> None:
+    """Train a learner online on its own traffic from the scenario's healthy cluster.
+
+    A policy is trainable when it has ``train_requests`` and ``set_mode(mode)``; modes are
+    "train" (explore and learn), "online" (greedy, keeps learning) and "eval" (greedy, frozen).
+    """
+    stationary = scenario.stationary()
+    workload = generate_workload(stationary.workload_config(), policy.train_requests,
+                                 seed + TRAIN_SEED_OFFSET)
+    policy.set_mode("train")
+    simulate(stationary, workload, policy, seed + TRAIN_SEED_OFFSET, progress)
+
+
+def run_policy(scenario: Scenario | str, policy: Any, requests: int, seed: int,
+               progress: ProgressFn | None = None, **policy_kwargs: Any) -> RunResult:
+    """Train (if the policy learns), then evaluate it on ``requests`` paired requests."""
+    sc = get_scenario(scenario) if isinstance(scenario, str) else scenario
+    if isinstance(policy, str):
+        kwargs = dict(policy_kwargs)
+        if canonical_name(policy) == "dqn":
+            kwargs.setdefault("seed", seed)
+        policy = make_policy(policy, **kwargs)
+    name = getattr(policy, "name", type(policy).__name__)
+    trainable = hasattr(policy, "set_mode") and getattr(policy, "train_requests", 0) > 0
+    t0 = time.perf_counter()
+    train_n = policy.train_requests if trainable else 0
+    total = train_n + requests
+
+    def scaled(offset: int, size: int) -> ProgressFn | None:
+        if progress is None:
+            return None
+        return lambda f: progress((offset + f * size) / total)
+
+    if trainable:
+        train_policy(policy, sc, seed, scaled(0, train_n))
+        policy.set_mode("online" if sc.nonstationary else "eval")
+    workload = generate_workload(sc.workload_config(), requests, seed)
+    records = simulate(sc, workload, policy, seed, scaled(train_n, requests))
+    describe = getattr(policy, "describe", None)
+    result = RunResult(sc.name, name, seed, run_metrics(records, sc.num_replicas), records,
+                       curve=getattr(policy, "curve", None),
+                       info=describe() if describe is not None else None)
+    if sc.bad_replica is not None and sc.changes:
+        start = sc.changes[0][0] * workload.duration_s
+        end = sc.changes[1][0] * workload.duration_s if len(sc.changes) > 1 else None
+        result.shift = shift_metrics(records, start, sc.bad_replica, end)
+    result.wall_s = time.perf_counter() - t0
+    return result
+
+
+@dataclass
+class Benchmark:
+    """Per-seed and aggregated metrics for every (scenario, policy) pair."""
+
+    config: dict
+    results: dict = field(default_factory=dict)  # scenario -> policy -> summary
+    latencies: dict = field(default_factory=dict)  # (scenario, policy) -> first seed's ms
+    curves: dict = field(default_factory=dict)  # (scenario, policy) -> first seed's curve
+
+    def to_json(self) -> dict:
+        return {"config": self.config, "results": self.results}
+
+
+class Progress:
+    """Prints the share of simulated requests done: one rewritten line on a terminal,
+    a line per 5 % otherwise (logs, CI)."""
+
+    def __init__(self, total: int, stream: Any = None) -> None:
+        self.total, self.done = total, 0
+        self.stream = stream if stream is not None else sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self._last = -1
+
+    def task(self, size: int, label: str) -> ProgressFn:
+        base = self.done
+        self.done += size
+
+        def report(fraction: float) -> None:
+            pct = int(100 * (base + fraction * size) / self.total)
+            if pct == self._last or (not self.tty and pct % 5):
+                return
+            self._last = pct
+            self.stream.write(f"\r{pct:3d}% {label:<48}" if self.tty else f"{pct:3d}% {label}\n")
+            self.stream.flush()
+
+        return report
+
+    def close(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def benchmark(scenarios: Sequence[str], policies: Sequence[str], requests: int,
+              seeds: Sequence[int], show_progress: bool = True,
+              dqn_kwargs: dict | None = None) -> Benchmark:
+    """Run every policy on every scenario for every seed; aggregate over seeds."""
+    policies = [canonical_name(p) for p in policies]
+    dqn_kwargs = dict(dqn_kwargs or {})
+    train_n = int(dqn_kwargs.get("train_requests", 10_000)) if "dqn" in policies else 0
+    per_run = {p: requests + (train_n if p == "dqn" else 0) for p in policies}
+    bar = Progress(sum(per_run.values()) * len(scenarios) * len(seeds)) if show_progress else None
+    bench = Benchmark(config={"scenarios": list(scenarios), "policies": policies,
+                              "requests": requests, "seeds": list(seeds), "dqn": dqn_kwargs})
+    for sc_name in scenarios:
+        sc = get_scenario(sc_name)
+        table: dict = {}
+        for pol in policies:
+            runs: list[RunResult] = []
+            for seed in seeds:
+                cb = bar.task(per_run[pol], f"{sc_name} {pol} seed {seed}") if bar else None
+                kwargs = dqn_kwargs if pol == "dqn" else {}
+                runs.append(run_policy(sc, pol, requests, seed, cb, **kwargs))
+            first = runs[0]
+            bench.latencies[(sc_name, pol)] = first.records.latency_ms[first.records.success]
+            if first.curve is not None:
+                bench.curves[(sc_name, pol)] = first.curve
+            table[pol] = {
+                "aggregate": aggregate([r.metrics for r in runs]),
+                "per_seed": [{"seed": r.seed, **r.metrics, "wall_s": round(r.wall_s, 2)}
+                             for r in runs],
+            }
+            if first.shift is not None:
+                table[pol]["shift"] = [r.shift for r in runs]
+            if first.info is not None:
+                table[pol]["config"] = first.info
+        bench.results[sc_name] = {"description": sc.description, "policies": table}
+    if bar:
+        bar.close()
+    return bench
