@@ -12,7 +12,6 @@ from typing import Any
 
 from celery import shared_task
 from celery.signals import worker_process_init, worker_ready
-from django.conf import settings
 
 from agent_app.services import training
 
@@ -23,7 +22,7 @@ def _refusal(exc: training.TrainingRefused) -> dict[str, Any]:
 
 
 @shared_task(name="tasks.training.train")
-def train_task(batch_size: int | None, iterations: int) -> dict[str, Any]:
+def train_task(batch_size: int | None, iterations: int | None) -> dict[str, Any]:
     try:
         return training.train(batch_size=batch_size, iterations=iterations)
     except training.TrainingRefused as exc:
@@ -32,8 +31,8 @@ def train_task(batch_size: int | None, iterations: int) -> dict[str, Any]:
 
 @shared_task(name="tasks.training.scheduled_train")
 def scheduled_train_task() -> dict[str, Any]:
-    """Beat's periodic run: TRAINING_ITERATIONS steps at the admin's (or the default) batch size."""
-    return train_task(None, settings.TRAINING_ITERATIONS)
+    """Beat's periodic run: steps in proportion to new traffic, at the admin's or default batch size."""
+    return train_task(None, None)
 
 
 @shared_task(name="tasks.training.checkpoint")

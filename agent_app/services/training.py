@@ -100,12 +100,14 @@ class LocalTrainer:
     def _apply_config(self, config: DQNConfig) -> None:
         self.agent.reconfigure(config)
 
-    def pull_experiences(self) -> None:
-        store = get_replay_store()
+    def pull_experiences(self) -> int:
+        """Copy experiences new since the last pull into the agent's buffer; returns how many."""
+        store, pulled = get_replay_store(), 0
         while True:
             arrays, cursor = store.read_since(self.cursor, PULL_CHUNK)
             if not len(arrays):
-                return
+                return pulled
+            pulled += len(arrays)
             n = settings.NUM_REPLICAS
             self.agent.buffer.add_batch(
                 normalize_state(arrays.states, n), arrays.actions, arrays.rewards,
@@ -117,11 +119,18 @@ class LocalTrainer:
 _trainer = LocalTrainer()
 
 
-@training_run  # its duration and a dashboard history sample, once it has published
-def train(*, iterations: int, batch_size: int | None = None) -> dict[str, Any]:
-    """Run `iterations` gradient steps under the lease and publish the result.
+def scheduled_iterations(new_experiences: int) -> int:
+    """Steps for a scheduled run: in proportion to the traffic since the last one, bounded."""
+    wanted = math.ceil(settings.TRAINING_STEPS_PER_EXPERIENCE * new_experiences)
+    return min(max(wanted, settings.TRAINING_ITERATIONS), settings.TRAINING_MAX_ITERATIONS)
 
-    With no batch_size, the admin's batch size applies, else TRAINING_BATCH_SIZE.
+
+@training_run  # its duration and a dashboard history sample, once it has published
+def train(*, iterations: int | None = None, batch_size: int | None = None) -> dict[str, Any]:
+    """Run gradient steps under the lease and publish the result.
+
+    With no batch_size, the admin's batch size applies, else TRAINING_BATCH_SIZE; with no
+    iterations (beat's runs), `scheduled_iterations` of the experiences new since the last run.
     """
     try:
         with training_lease() as lease:
@@ -129,7 +138,9 @@ def train(*, iterations: int, batch_size: int | None = None) -> dict[str, Any]:
             config = current_config(batch_size=batch_size)
             batch_size = config.batch_size
             agent = _trainer.prepare(state, config)
-            _trainer.pull_experiences()
+            new_experiences = _trainer.pull_experiences()
+            if iterations is None:
+                iterations = scheduled_iterations(new_experiences)
             if len(agent.buffer) < batch_size:
                 raise NotEnoughExperience(
                     f"the replay buffer holds {len(agent.buffer)} experiences; a batch needs {batch_size}",

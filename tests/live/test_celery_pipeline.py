@@ -18,6 +18,7 @@ pytestmark = pytest.mark.slow
 FAST = {
     "TRAINING_INTERVAL_SECONDS": "3",
     "TRAINING_ITERATIONS": "50",
+    "TRAINING_STEPS_PER_EXPERIENCE": "0",  # exactly 50 steps per scheduled run
     "TARGET_SYNC_STEPS": "25",
     "CHECKPOINT_EVERY_STEPS": "100",
     "TRAINING_LEASE_SECONDS": "4",
