@@ -49,13 +49,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the benchmark the arguments describe; print the table; write files to --out."""
-    args = build_parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, factories: dict | None = None,
+         parser: argparse.ArgumentParser | None = None) -> int:
+    """Run the benchmark the arguments describe; print the table; write files to --out.
+
+    ``factories`` adds policies run from a fresh resource per seed (see ``benchmark``).
+    """
+    args = (parser or build_parser()).parse_args(argv)
+    factories = factories or {}
     scenarios = _names(args.scenario, list(SCENARIOS), "scenario")
-    policies = _names(args.policies, [*POLICIES, "dqn"], "policy")
+    policies = _names(args.policies, [*POLICIES, "dqn", *factories], "policy")
     dqn_kwargs: dict = {}
-    if "dqn" in policies:
+    if "dqn" in policies or factories:
         every, steps = (int(x) for x in args.dqn_cadence.lower().split("x"))
         dqn_kwargs = {
             "train_requests": args.dqn_train_requests,
@@ -71,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"scenarios={','.join(scenarios)} policies={','.join(policies)} "
           f"requests={args.requests} seeds={seeds}", file=sys.stderr)
     bench = benchmark(scenarios, policies, args.requests, seeds,
-                      show_progress=not args.quiet, dqn_kwargs=dqn_kwargs)
+                      show_progress=not args.quiet, dqn_kwargs=dqn_kwargs, factories=factories)
     table = format_table(bench.results)
     print(table)
     if args.out is not None:

@@ -145,12 +145,19 @@ class Progress:
 
 def benchmark(scenarios: Sequence[str], policies: Sequence[str], requests: int,
               seeds: Sequence[int], show_progress: bool = True,
-              dqn_kwargs: dict | None = None) -> Benchmark:
-    """Run every policy on every scenario for every seed; aggregate over seeds."""
-    policies = [canonical_name(p) for p in policies]
+              dqn_kwargs: dict | None = None,
+              factories: dict[str, Callable[[int], Any]] | None = None) -> Benchmark:
+    """Run every policy on every scenario for every seed; aggregate over seeds.
+
+    ``factories`` maps a policy name to ``seed -> context manager yielding a policy``, for
+    learners that need a fresh outside resource per run (the real service, through its API).
+    """
+    factories = dict(factories or {})
+    policies = [p if p in factories else canonical_name(p) for p in policies]
     dqn_kwargs = dict(dqn_kwargs or {})
-    train_n = int(dqn_kwargs.get("train_requests", 10_000)) if "dqn" in policies else 0
-    per_run = {p: requests + (train_n if p == "dqn" else 0) for p in policies}
+    learners = {"dqn", *factories}
+    train_n = int(dqn_kwargs.get("train_requests", 10_000)) if learners & set(policies) else 0
+    per_run = {p: requests + (train_n if p in learners else 0) for p in policies}
     bar = Progress(sum(per_run.values()) * len(scenarios) * len(seeds)) if show_progress else None
     bench = Benchmark(config={"scenarios": list(scenarios), "policies": policies,
                               "requests": requests, "seeds": list(seeds), "dqn": dqn_kwargs})
@@ -161,6 +168,10 @@ def benchmark(scenarios: Sequence[str], policies: Sequence[str], requests: int,
             runs: list[RunResult] = []
             for seed in seeds:
                 cb = bar.task(per_run[pol], f"{sc_name} {pol} seed {seed}") if bar else None
+                if pol in factories:
+                    with factories[pol](seed) as learner:
+                        runs.append(run_policy(sc, learner, requests, seed, cb))
+                    continue
                 kwargs = dqn_kwargs if pol == "dqn" else {}
                 runs.append(run_policy(sc, pol, requests, seed, cb, **kwargs))
             first = runs[0]

@@ -21,7 +21,7 @@ class ServicePolicy:
     name = "dqn_api"
 
     def __init__(self, base_url: str, api_key: str, train_requests: int = 10_000,
-                 train_every: int = 64, iterations: int = 16, batch_size: int = 64,
+                 train_every: int = 16, iterations: int = 8, batch_size: int | None = None,
                  report_batch: int = 32, timeout_s: float = 10.0, curve_every: int = 250) -> None:
         self.base_url = base_url.rstrip("/")
         self.train_requests = train_requests
@@ -81,8 +81,11 @@ class ServicePolicy:
         for item, reward in zip(batch, response.json()["rewards"], strict=True):
             self._track(item, reward)
         if self.reported // self.train_every > before // self.train_every:
+            params = {"iterations": self.iterations}
+            if self.batch_size:
+                params["batch_size"] = self.batch_size  # else the service's default batch size
             trained = self.http.post(f"{self.base_url}/train", timeout=max(self.timeout_s, 60),
-                                     params={"batch_size": self.batch_size, "iterations": self.iterations})
+                                     params=params)
             if trained.status_code == 200:
                 self.train_results.append(trained.json())
             elif trained.status_code != 409:  # 409: fewer experiences than a batch, or busy

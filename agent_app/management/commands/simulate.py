@@ -1,0 +1,83 @@
+"""python manage.py simulate: the routing benchmark, optionally through the real service's API.
+
+    python manage.py simulate --scenario heterogeneous --policies dqn,least_loaded,p2c,oracle \\
+        --requests 20000 --seeds 3 --through-api --out results/api
+
+With --through-api the DQN is the service itself: for every scenario and seed a fresh web,
+worker and beat start as the README starts them (Postgres + Redis when they answer on
+127.0.0.1, else the embedded default), and the simulator plays the gateway over HTTP. Without
+it, the DQN runs in-process through the RL core (python -m simulator, faster, for tuning).
+"""
+
+from __future__ import annotations
+
+import socket
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from django.core.management.base import BaseCommand
+
+from simulator import cli
+from simulator.live_service import LiveStack, free_port
+from simulator.service_policy import ServicePolicy
+
+
+def _reachable(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+class Command(BaseCommand):
+    help = "Benchmark routing policies on the LLM-cluster simulator (see python -m simulator --help)."
+
+    def run_from_argv(self, argv: list[str]) -> None:
+        # The simulator's own parser defines the options; this command adds --through-api.
+        parser = cli.build_parser()
+        parser.prog = "python manage.py simulate"
+        parser.add_argument("--through-api", action="store_true",
+                            help="run the DQN as the real service over HTTP (a fresh one per seed)")
+        parser.add_argument("--train-every", type=int, default=16,
+                            help="--through-api: POST /train every K reported experiences")
+        parser.add_argument("--train-iterations", type=int, default=8,
+                            help="--through-api: gradient steps per POST /train")
+        args, _ = parser.parse_known_args(argv[2:])
+        rest = argv[2:]
+        factories = {}
+        if args.through_api:
+            factories["dqn_api"] = self._factory(args.dqn_train_requests, args.train_every,
+                                                 args.train_iterations)
+            rest = [a if a != "--through-api" else "" for a in rest]
+            rest = [a for a in rest if a]
+            rest = _replace_policy(rest, "dqn", "dqn_api")
+        raise SystemExit(cli.main(rest, factories=factories, parser=parser))
+
+    def _factory(self, train_requests: int, train_every: int, iterations: int):
+        use_services = _reachable(5432) and _reachable(6379)
+
+        @contextmanager
+        def fresh_service(seed: int) -> Iterator[ServicePolicy]:
+            stack = LiveStack(Path(tempfile.mkdtemp(prefix=f"rlagent-sim-{seed}-")), use_services,
+                              port=free_port())
+            try:
+                stack.start("web")
+                if use_services:
+                    stack.start("worker")  # production mode: /train goes through the training queue
+                yield ServicePolicy(stack.url(""), stack.api_key, train_requests=train_requests,
+                                    train_every=train_every, iterations=iterations)
+            finally:
+                stack.close()
+
+        return fresh_service
+
+
+def _replace_policy(argv: list[str], old: str, new: str) -> list[str]:
+    out = list(argv)
+    for i, arg in enumerate(out):
+        if arg.startswith("--policies="):
+            out[i] = "--policies=" + ",".join(new if p == old else p for p in arg.split("=", 1)[1].split(","))
+        elif arg == "--policies" and i + 1 < len(out):
+            out[i + 1] = ",".join(new if p == old else p for p in out[i + 1].split(","))
+    return out
