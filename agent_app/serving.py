@@ -63,6 +63,11 @@ class PolicyCache:
         self._flushed: dict[tuple[int, str], int] = {}
         self._thread_pid: int | None = None
 
+    @property
+    def host_metrics_source(self) -> str:
+        """Where memory and CPU use come from now: "prometheus" or "host"."""
+        return self._host.source
+
     def ensure_started(self) -> None:
         """Start the refresh thread once per process (after gunicorn forks, not before).
 

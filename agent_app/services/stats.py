@@ -22,7 +22,7 @@ def backends() -> dict[str, str]:
         "database": settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1],
         "replay_store": settings.REPLAY_STORE,
         "broker": settings.CELERY_BROKER_URL.split(":", 1)[0],
-        "host_metrics": policy_cache._host.source,
+        "host_metrics": policy_cache.host_metrics_source,
     }
 
 
