@@ -72,9 +72,9 @@ def test_only_one_trainer_trains_at_a_time(live_stack_factory):
     stack = live_stack_factory(TRAINING_LEASE_SECONDS="30")
     stack.start("web")
     report(stack, 200)
-    first = _start_manage(stack, "train", "--iterations", "1500", "--chunk", "1500")
+    first = _start_manage(stack, "train", "--iterations", "1500", "--chunk", "1500", "--batch-size", "64")
     time.sleep(3)  # the first holds the lease for its whole single chunk
-    second = stack.manage("train", "--iterations", "10", check=False)
+    second = stack.manage("train", "--iterations", "10", "--batch-size", "64", check=False)
     first.wait(timeout=300)
     assert "another trainer" in second
     assert stack.call("GET", "/stats").json()["steps_done"] == 1500
