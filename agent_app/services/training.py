@@ -20,7 +20,7 @@ from agent_app.rl.config import DQNConfig, routing_config
 from agent_app.rl.network import weights_to_bytes
 from agent_app.rl.state import normalize_state
 from agent_app.services import checkpoints
-from agent_app.services.lease import LeaseHeld, training_lease
+from agent_app.services.lease import LeaseHeld, LeaseLost, training_lease
 
 log = logging.getLogger(__name__)
 PULL_CHUNK = 5000
@@ -153,7 +153,7 @@ def train(*, iterations: int | None = None, batch_size: int | None = None) -> di
                 lease.renew()
             lease.renew(force=True)
             state = _publish(agent, epsilon_before, steps_before, losses[-1])
-    except LeaseHeld as exc:
+    except (LeaseHeld, LeaseLost) as exc:  # lost: another trainer took over; nothing was published
         raise TrainingBusy(str(exc)) from None
     return {
         "loss": losses[-1] if math.isfinite(losses[-1]) else None,

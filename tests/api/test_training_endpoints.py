@@ -112,3 +112,21 @@ def test_scheduled_runs_train_in_proportion_to_new_traffic(client, fill, setting
     settings.TRAINING_MAX_ITERATIONS = 20
     fill(100, seed=2)
     assert scheduled_train_task()["steps_done"] == 76
+
+
+def test_a_run_whose_lease_is_taken_over_publishes_nothing_and_says_so(client, fill, monkeypatch):
+    from agent_app.models import TrainingLease
+    from agent_app.services import lease
+
+    fill(100)
+    real_renew = lease.Lease.renew
+
+    def taken_over(self, *, force=False):
+        TrainingLease.objects.update(holder="someone-else")
+        return real_renew(self, force=True)
+
+    monkeypatch.setattr(lease.Lease, "renew", taken_over)
+    response = client.post("/train?batch_size=64&iterations=3")
+    assert response.status_code == 409
+    assert "taken over" in response.json()["detail"]
+    assert AgentState.load().model_version == 0
