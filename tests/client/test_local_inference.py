@@ -25,6 +25,13 @@ def test_local_decisions_match_the_service_for_the_same_state_and_weights_versio
     client = make_client(service.url(""), api_key=service.api_key, inference="local", weights_refresh_s=0.1)
     model = client.local.model
     assert model.ready and model.network is not None, client.stats()["local_model"]
+    # Every web worker refreshes its snapshot within SYNC_INTERVAL_SECONDS: wait until they all serve it.
+    probe = random_inputs(random.Random(0))
+    service.wait_for(
+        lambda: all(service.call("POST", "/select_replica", json=probe, auth=False).json()["model_version"]
+                    == model.version for _ in range(10)),
+        15, "every web worker to serve the published model",
+    )
     rng, chosen, n = random.Random(5), set(), 80
     for _ in range(n):
         inputs = random_inputs(rng)
