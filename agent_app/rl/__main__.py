@@ -62,21 +62,27 @@ def routing_check(steps: int, seed: int) -> bool:
     return loss_ok and policy_ok
 
 
+def chain_agent(gamma: float, seed: int = 0, length: int = 5) -> DQNAgent:
+    """A small agent for the chain MDP (one-hot states, two actions)."""
+    return DQNAgent(
+        DQNConfig(
+            state_dim=length,
+            n_actions=2,
+            hidden_sizes=(32, 32),
+            gamma=gamma,
+            batch_size=32,
+            buffer_capacity=1000,
+            target_update_interval=50,
+            device="cpu",
+            seed=seed,
+        )
+    )
+
+
 def chain_check(seed: int, gamma: float = 0.9, steps: int = 1500) -> bool:
     """Q-learning on every transition of a 5-state chain; True if Q is near Q*."""
     chain = ChainMDP(length=5)
-    config = DQNConfig(
-        state_dim=chain.length,
-        n_actions=2,
-        hidden_sizes=(32, 32),
-        gamma=gamma,
-        batch_size=32,
-        buffer_capacity=1000,
-        target_update_interval=50,
-        device="cpu",
-        seed=seed,
-    )
-    agent = DQNAgent(config)
+    agent = chain_agent(gamma, seed, chain.length)
     for _ in range(20):
         for state, action, reward, next_state, done in chain.all_transitions():
             agent.observe(state, action, reward, next_state, done)

@@ -15,6 +15,20 @@ RL_DIR = Path(agent_app.rl.__file__).resolve().parent
 ALLOWED_THIRD_PARTY = {"numpy", "torch"}
 
 
+def run_fresh(code: str, env: dict[str, str]) -> None:
+    """Run `code` in a new interpreter (nothing imported yet); it must print ok."""
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=RL_DIR.parent.parent,
+        capture_output=True,
+        text=True,
+        env=env | {"PYTHONPATH": str(RL_DIR.parent.parent)},
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
 def test_importing_the_rl_core_does_not_import_django() -> None:
     code = (
         "import sys\n"
@@ -23,17 +37,7 @@ def test_importing_the_rl_core_does_not_import_django() -> None:
         "assert not bad, bad\n"
         "print('ok')\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=RL_DIR.parent.parent,
-        capture_output=True,
-        text=True,
-        env={k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
-        | {"PYTHONPATH": str(RL_DIR.parent.parent)},
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "ok"
+    run_fresh(code, {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"})
 
 
 def _imported_modules(path: Path) -> set[str]:
@@ -78,16 +82,7 @@ def test_the_numpy_serving_path_does_not_import_torch() -> None:
         "assert 'torch' in sys.modules\n"
         "print('ok')\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=RL_DIR.parent.parent,
-        capture_output=True,
-        text=True,
-        env=dict(os.environ) | {"PYTHONPATH": str(RL_DIR.parent.parent)},
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "ok"
+    run_fresh(code, dict(os.environ))
 
 
 def test_every_public_name_resolves() -> None:

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from agent_app.rl import DQNAgent, DQNConfig
+from agent_app.rl.__main__ import chain_agent
 from agent_app.rl.__main__ import main as self_test
 from agent_app.rl.toy_tasks import ChainMDP
 
@@ -38,26 +39,10 @@ def test_greedy_policy_finds_the_best_action_of_each_context() -> None:
     np.testing.assert_allclose(q[np.arange(5), best], 1.0, atol=0.15)
 
 
-def _chain_agent(gamma: float, seed: int = 0) -> DQNAgent:
-    return DQNAgent(
-        DQNConfig(
-            state_dim=5,
-            n_actions=2,
-            hidden_sizes=(32, 32),
-            gamma=gamma,
-            batch_size=32,
-            buffer_capacity=1000,
-            target_update_interval=50,
-            device="cpu",
-            seed=seed,
-        )
-    )
-
-
 @pytest.mark.parametrize("gamma", [0.9, 0.6])
 def test_chain_q_values_converge_to_the_analytic_ones(gamma: float) -> None:
     chain = ChainMDP(length=5)
-    agent = _chain_agent(gamma)
+    agent = chain_agent(gamma)
     for _ in range(10):
         for transition in chain.all_transitions():
             agent.observe(*transition)
@@ -80,7 +65,7 @@ def test_online_epsilon_greedy_control_learns_the_chain() -> None:
     # decay, epsilon-greedy from state 0 alone rarely walks the whole chain (the textbook
     # deep-exploration failure), which would test luck rather than the learner.
     chain = ChainMDP(length=5)
-    agent = _chain_agent(0.9, seed=1)
+    agent = chain_agent(0.9, seed=1)
     rng = np.random.default_rng(1)
     while agent.steps_done < 1500:
         position, done = int(rng.integers(chain.length)), False
