@@ -15,7 +15,6 @@ import argparse
 import os
 import platform
 import random
-import socket
 import statistics
 import sys
 import tempfile
@@ -33,18 +32,12 @@ from rlagent_client import ClientConfig, RLAgentClient  # noqa: E402
 TARGET_LOCAL_US = 50.0
 
 
-def reachable(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
 def start_service(folder: Path):
-    """A live service (tests/live/stack.py: the Procfile's commands), trained past RL_MIN_TRAINING_STEPS."""
-    from tests.live.stack import LiveStack
+    """A live service (the Procfile's commands), trained past RL_MIN_TRAINING_STEPS."""
+    from simulator.live_service import LiveStack, services_reachable
 
     print("starting the service (web + worker) on a fresh database ...", flush=True)
-    stack = LiveStack(folder, use_services=reachable(5432) and reachable(6379), RL_EXPLORATION="false",
+    stack = LiveStack(folder, use_services=services_reachable(), RL_EXPLORATION="false",
                       LOG_LEVEL="warning")
     stack.start("web")
     stack.start("worker")

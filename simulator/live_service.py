@@ -39,8 +39,10 @@ def port_free(port: int) -> bool:
 class LiveStack:
     """Web, worker and beat as separate processes sharing a fresh database (and Redis if used)."""
 
-    def __init__(self, tmp_path: Path, use_services: bool, port: int | None = None, **env: str) -> None:
+    def __init__(self, tmp_path: Path, use_services: bool, port: int | None = None, *,
+                 pg_port: int = 5432, redis_port: int = 6379, **env: str) -> None:
         self.tmp_path = tmp_path
+        self.pg_port, self.redis_port = pg_port, redis_port
         tmp_path.mkdir(parents=True, exist_ok=True)
         self.port = port or (5000 if port_free(5000) else free_port())
         self.procs: dict[str, subprocess.Popen] = {}
@@ -60,10 +62,10 @@ class LiveStack:
             self.env.pop(name, None)
         if use_services:
             self.database = f"rlagent_live_{uuid.uuid4().hex[:10]}"
-            _admin_sql(f'CREATE DATABASE "{self.database}"')
-            self.env["DATABASE_URL"] = f"postgres://postgres@127.0.0.1:5432/{self.database}"
+            _admin_sql(f'CREATE DATABASE "{self.database}"', pg_port)
+            self.env["DATABASE_URL"] = f"postgres://postgres@127.0.0.1:{pg_port}/{self.database}"
             # A prefix of its own: stacks running at the same time never share keys or queues.
-            self.env.update(REDIS_HOST="127.0.0.1", REDIS_DB=LIVE_REDIS_DB,
+            self.env.update(REDIS_HOST="127.0.0.1", REDIS_PORT=str(redis_port), REDIS_DB=LIVE_REDIS_DB,
                             REDIS_KEY_PREFIX=f"rlagent-live-{uuid.uuid4().hex[:8]}:")
         else:
             self.env["DATABASE_URL"] = f"sqlite:///{tmp_path / 'live.sqlite3'}"
@@ -105,12 +107,15 @@ class LiveStack:
         for name in list(self.procs):
             self.stop(name)
         if self.database:
-            _admin_sql(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
-            import redis
+            _admin_sql(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)', self.pg_port)
+            for key in self.redis().scan_iter(self.env["REDIS_KEY_PREFIX"] + "*", count=1000):
+                self.redis().delete(key)
 
-            client = redis.Redis(host="127.0.0.1", db=int(LIVE_REDIS_DB))
-            for key in client.scan_iter(self.env["REDIS_KEY_PREFIX"] + "*", count=1000):
-                client.delete(key)
+    def redis(self):
+        """A client on the stack's Redis database (its keys start with env["REDIS_KEY_PREFIX"])."""
+        import redis
+
+        return redis.Redis(host="127.0.0.1", port=self.redis_port, db=int(LIVE_REDIS_DB))
 
     def log(self, name: str) -> str:
         path = self.tmp_path / f"{name}.log"
@@ -140,8 +145,13 @@ class LiveStack:
             return False
 
 
-def _admin_sql(statement: str) -> None:
+def services_reachable(pg_port: int = 5432, redis_port: int = 6379) -> bool:
+    """Postgres and Redis both answer on 127.0.0.1."""
+    return not port_free(pg_port) and not port_free(redis_port)
+
+
+def _admin_sql(statement: str, pg_port: int = 5432) -> None:
     import psycopg
 
-    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/test", autocommit=True) as conn:
+    with psycopg.connect(f"postgresql://postgres@127.0.0.1:{pg_port}/postgres", autocommit=True) as conn:
         conn.execute(statement)

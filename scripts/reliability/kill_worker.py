@@ -14,7 +14,6 @@ import argparse
 import os
 import random
 import signal
-import socket
 import sys
 import tempfile
 import time
@@ -26,16 +25,11 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from agent_app.rl.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
-from simulator.live_service import LiveStack  # noqa: E402
+from simulator.live_service import LiveStack, services_reachable  # noqa: E402
 
 FAST = {"TRAINING_INTERVAL_SECONDS": "1", "TRAINING_STEPS_PER_EXPERIENCE": "0", "TRAINING_ITERATIONS": "40",
         "TRAINING_BATCH_SIZE": "64", "CHECKPOINT_EVERY_STEPS": "40", "TRAINING_LEASE_SECONDS": "3"}
 
-
-def reachable(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def report(stack: LiveStack, count: int) -> None:
@@ -55,7 +49,7 @@ def main() -> int:
     args = parser.parse_args()
     rng = random.Random(args.seed)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "rlagent_project.settings")
-    services = reachable(5432) and reachable(6379)
+    services = services_reachable()
     stack = LiveStack(Path(tempfile.mkdtemp(prefix="rlagent-kill-")), services, **FAST)
     model_path = Path(stack.env["MODEL_PATH"])
     failures, rows = [], []

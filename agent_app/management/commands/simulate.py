@@ -11,7 +11,6 @@ it, the DQN runs in-process through the RL core (python -m simulator, faster, fo
 
 from __future__ import annotations
 
-import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,14 +19,8 @@ from pathlib import Path
 from django.core.management.base import BaseCommand
 
 from simulator import cli
-from simulator.live_service import LiveStack, free_port
+from simulator.live_service import LiveStack, free_port, services_reachable
 from simulator.service_policy import ServicePolicy
-
-
-def _reachable(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 class Command(BaseCommand):
@@ -55,7 +48,7 @@ class Command(BaseCommand):
         raise SystemExit(cli.main(rest, factories=factories, parser=parser))
 
     def _factory(self, train_requests: int, train_every: int, iterations: int):
-        use_services = _reachable(5432) and _reachable(6379)
+        use_services = services_reachable()
 
         @contextmanager
         def fresh_service(seed: int) -> Iterator[ServicePolicy]:
