@@ -62,6 +62,7 @@ class PolicyCache:
         self.selections: defaultdict[tuple[int, str], int] = defaultdict(int)
         self._flushed: dict[tuple[int, str], int] = {}
         self._thread_pid: int | None = None
+        self._database_down = False  # log an outage once when it starts and once when it ends
 
     @property
     def host_metrics_source(self) -> str:
@@ -96,10 +97,17 @@ class PolicyCache:
             self._refresh_from_database()
             self.flush_selections()
         except DatabaseError as exc:
-            log.warning("database unavailable, serving model v%s from memory: %s",
-                        self.snapshot.model_version, exc)
+            if not self._database_down:
+                log.warning("database unavailable, serving model v%s from memory until it answers: %s",
+                            self.snapshot.model_version, str(exc).strip().splitlines()[0])
+            self._database_down = True
+            return
         except Exception:  # the thread must survive anything; the snapshot stays as it was
             log.exception("policy refresh failed; serving the previous snapshot")
+            return
+        if self._database_down:
+            log.warning("database answers again; serving model v%s", self.snapshot.model_version)
+            self._database_down = False
 
     def _refresh_from_database(self) -> None:
         snap = self.snapshot

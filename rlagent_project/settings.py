@@ -121,6 +121,9 @@ DATABASES = {
         conn_health_checks=True,
     )
 }
+if DATABASES["default"]["ENGINE"].endswith("postgresql"):
+    # An unreachable host fails a request in seconds (a 503), not after the OS's TCP timeout.
+    DATABASES["default"]["OPTIONS"] = {"connect_timeout": 3}
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # WAL lets the web, worker and beat processes read while one writes.
     DATABASES["default"]["OPTIONS"] = {"init_command": "PRAGMA journal_mode=WAL;", "timeout": 20}
@@ -172,12 +175,18 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["agent_app.api.auth.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["agent_app.api.auth.ApiKeyOrOpenEndpoint"],
     "UNAUTHENTICATED_USER": None,
+    "EXCEPTION_HANDLER": "agent_app.api.errors.exception_handler",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "RL Agent Service",
     "DESCRIPTION": "Deep Q-Network replica selection for LLM gateways.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # 3.1 (JSON Schema 2020-12): the state vector's per-position bounds need `prefixItems`.
+    "OAS_VERSION": "3.1.0",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums", "agent_app.api.schema.require_request_bodies",
+    ],
 }
 
 # --- The agent (seed variables first) ---------------------------------------------------
@@ -270,6 +279,9 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 # floor of a few seconds: publishing and a checkpoint write need that much on a busy disk).
 CELERY_TASK_SOFT_TIME_LIMIT = max(5, int(TRAINING_INTERVAL_SECONDS * 0.75))
 CELERY_TASK_TIME_LIMIT = max(8, int(TRAINING_INTERVAL_SECONDS * 0.9))
+# A run stops taking gradient steps after this and publishes what it learned: on a busy machine
+# a shorter run, never one killed at the soft limit with nothing published.
+TRAINING_RUN_BUDGET_SECONDS = CELERY_TASK_SOFT_TIME_LIMIT * 0.6
 # Redis redelivers an unacknowledged task after this; above the hard limit, or runs would double.
 # The key prefix keeps several deployments sharing one Redis apart, queues included.
 if CELERY_BROKER_URL.startswith("redis"):

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 
 from rest_framework import serializers
+from rest_framework.fields import empty
 
 
 def _number(value: object, lo: float, hi: float) -> float:
@@ -45,13 +47,19 @@ class StrictBooleanField(serializers.Field):
 
 
 class StrictIntegerField(serializers.Field):
-    """A JSON integer in [min_value, max_value] (3.0 and "3" are refused)."""
+    """A JSON integer in [min_value, max_value] ("3", 3.5 and true are refused).
+
+    3.0 is accepted as 3: JSON does not tell the two apart and JSON Schema's "integer" (the
+    OpenAPI schema's type) is any number without a fractional part.
+    """
 
     def __init__(self, *, min_value: int, max_value: int, **kwargs) -> None:
         self.min_value, self.max_value = min_value, max_value
         super().__init__(**kwargs)
 
     def to_internal_value(self, data: object) -> int:
+        if isinstance(data, float) and data.is_integer():
+            data = int(data)
         if isinstance(data, bool) or not isinstance(data, int):
             raise serializers.ValidationError(f"must be a JSON integer, got {type(data).__name__}")
         if not self.min_value <= data <= self.max_value:
@@ -62,6 +70,38 @@ class StrictIntegerField(serializers.Field):
 
     def to_representation(self, value: int) -> int:
         return value
+
+
+class StrictRegexField(serializers.RegexField):
+    """A JSON string that matches `regex` whole, as the schema's `pattern` says.
+
+    DRF's RegexField would take 42 as "42", strip surrounding spaces before matching, and let
+    `$` match before a final newline; give the regex as \\A...\\Z (the schema shows ^...$).
+    """
+
+    def __init__(self, regex: str, **kwargs) -> None:
+        super().__init__(regex, trim_whitespace=False, **kwargs)
+
+    def to_internal_value(self, data: object) -> str:
+        if not isinstance(data, str):
+            raise serializers.ValidationError(f"must be a string, got {type(data).__name__}")
+        return data
+
+
+class QueryIntegerField(serializers.IntegerField):
+    """An integer query parameter in plain ASCII digits, as the schema's "integer" says.
+
+    DRF would read "?iterations=" as absent (a form's empty input), and int() takes " 5", "1_000"
+    and non-ASCII digits; those are refused.
+    """
+
+    def get_value(self, dictionary):
+        return dictionary.get(self.field_name, empty)
+
+    def to_internal_value(self, data):
+        if isinstance(data, str) and not re.fullmatch(r"-?[0-9]{1,18}", data):
+            self.fail("invalid")
+        return super().to_internal_value(data)
 
 
 class VectorField(serializers.Field):

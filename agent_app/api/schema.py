@@ -1,7 +1,15 @@
-"""OpenAPI descriptions of the strict fields and the API-key scheme (drf-spectacular extensions)."""
+"""OpenAPI descriptions of the strict fields and the API-key scheme (drf-spectacular extensions).
+
+The schema states what the serializers enforce, no more and no less: tests/api/test_schema_fuzz.py
+runs schemathesis against it and fails on any disagreement.
+"""
 
 from django.conf import settings
-from drf_spectacular.extensions import OpenApiAuthenticationExtension, OpenApiSerializerFieldExtension
+from drf_spectacular.extensions import (
+    OpenApiAuthenticationExtension,
+    OpenApiSerializerExtension,
+    OpenApiSerializerFieldExtension,
+)
 
 
 class ApiKeyScheme(OpenApiAuthenticationExtension):
@@ -9,7 +17,14 @@ class ApiKeyScheme(OpenApiAuthenticationExtension):
     name = "ApiKey"
 
     def get_security_definition(self, auto_schema):
-        return {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer <API key>"}
+        return {"type": "http", "scheme": "bearer",
+                "description": "Authorization: Bearer <API key> (or X-API-Key: <API key>)"}
+
+    def get_security_requirement(self, auto_schema):
+        # OPEN_ENDPOINTS answer without a key as well (a key that is sent must still be valid).
+        if getattr(auto_schema.view, "endpoint", None) in settings.OPEN_ENDPOINTS:
+            return [{self.name: []}, {}]
+        return {self.name: []}
 
 
 class StrictFloatSchema(OpenApiSerializerFieldExtension):
@@ -45,7 +60,62 @@ class VectorSchema(OpenApiSerializerFieldExtension):
     match_subclasses = True
 
     def map_serializer_field(self, auto_schema, direction):
+        # Each position has bounds of its own (the state's success rate is 0-1, its rps up to 1e7).
         bounds = self.target.get_bounds()
-        return {"type": "array", "minItems": len(bounds), "maxItems": len(bounds),
-                "items": {"type": "number", "minimum": min(lo for lo, _ in bounds),
-                          "maximum": max(hi for _, hi in bounds)}}
+        return {"type": "array", "minItems": len(bounds), "maxItems": len(bounds), "items": False,
+                "prefixItems": [{"type": "number", "minimum": lo, "maximum": hi} for lo, hi in bounds]}
+
+
+class ExperienceSchema(OpenApiSerializerExtension):
+    """One report: state and action, or the decision_id /select_replica returned, never both."""
+
+    target_class = "agent_app.api.serializers.ExperienceRequest"
+
+    def map_serializer(self, auto_schema, direction):
+        schema = auto_schema._map_serializer(self.target, direction, bypass_extensions=True)
+        schema["oneOf"] = [
+            {"required": ["state", "action"], "not": {"required": ["decision_id"]}},
+            {"required": ["decision_id"],
+             "not": {"anyOf": [{"required": ["state"]}, {"required": ["action"]}]}},
+        ]
+        return schema
+
+
+class ExperienceBatchSchema(OpenApiSerializerExtension):
+    target_class = "agent_app.api.serializers.ExperienceBatchRequest"
+
+    def map_serializer(self, auto_schema, direction):
+        schema = auto_schema._map_serializer(self.target, direction, bypass_extensions=True)
+        experiences = self.target.fields["experiences"]  # drf-spectacular leaves out a list's bounds
+        schema["properties"]["experiences"].update(
+            minItems=0 if experiences.allow_empty else 1, maxItems=experiences.max_length
+        )
+        return schema
+
+
+class ValidationErrorSchema(OpenApiSerializerExtension):
+    target_class = "agent_app.api.serializers.ValidationErrorResponse"
+
+    def map_serializer(self, auto_schema, direction):
+        messages = {"type": "array", "items": {"type": "string"}}
+        fields = {"type": "object", "additionalProperties": messages}
+        return {
+            "type": "object",
+            "description": "Each refused field with its messages (`non_field_errors`: the body as a whole), "
+                           "`experiences` of a batch: the refused ones by index, or `detail`: not JSON.",
+            "minProperties": 1,
+            "additionalProperties": {"anyOf": [
+                {"type": "string"}, messages,
+                {"type": "object", "additionalProperties": {"anyOf": [messages, fields]}},
+            ]},
+        }
+
+
+def require_request_bodies(result, generator, request, public):
+    """Postprocessing hook: every body this API takes is required (an empty one is a 400), which
+    drf-spectacular cannot tell for /record_experience's oneOf of the single and the batch form."""
+    for path in result.get("paths", {}).values():
+        for operation in path.values():
+            if isinstance(operation, dict) and "requestBody" in operation:
+                operation["requestBody"]["required"] = True
+    return result

@@ -9,7 +9,14 @@ from django.conf import settings
 from rest_framework import serializers
 from rest_framework.fields import empty
 
-from agent_app.api.fields import StrictBooleanField, StrictFloatField, StrictIntegerField, VectorField
+from agent_app.api.fields import (
+    QueryIntegerField,
+    StrictBooleanField,
+    StrictFloatField,
+    StrictIntegerField,
+    StrictRegexField,
+    VectorField,
+)
 from agent_app.decisions import InvalidDecision, decode_decision
 
 MAX_LOAD = 1e6  # loads and queue depth are 0-100 in the seed; larger readings are clipped, not refused
@@ -75,6 +82,8 @@ class ActionField(StrictIntegerField):
 
 
 class SelectReplicaRequest(LeanSerializer):
+    """The gateway's view of the cluster for one request."""
+
     replica_loads = LoadsField(help_text="Load of each replica, 0-100 (NUM_REPLICAS values).")
     queue_depth = StrictFloatField(min_value=0, max_value=MAX_LOAD, help_text="Jobs waiting, 0-100.")
     recent_latency_ms = StrictFloatField(min_value=0, max_value=MAX_LATENCY_MS)
@@ -95,13 +104,15 @@ class SelectReplicaResponse(serializers.Serializer):
 
 
 class ExperienceRequest(LeanSerializer):
-    experience_id = serializers.RegexField(
-        r"^[A-Za-z0-9._:-]{1,128}$", required=False,
+    """One request's outcome: with state and action, or with the decision_id /select_replica returned."""
+
+    experience_id = StrictRegexField(
+        r"\A[A-Za-z0-9._:-]{1,128}\Z", required=False,
         help_text="Idempotency key: a retried report with the same id is stored once.",
     )
     decision_id = serializers.CharField(required=False, max_length=1024)
-    arm = serializers.RegexField(
-        r"^[a-z0-9_-]{1,32}$", required=False,
+    arm = StrictRegexField(
+        r"\A[a-z0-9_-]{1,32}\Z", required=False,
         help_text="A/B arm that routed the request (e.g. rl, heuristic); outcomes are compared per arm.",
     )
     state = StateField(required=False)
@@ -144,11 +155,11 @@ class RecordResponse(serializers.Serializer):
 
 
 class TrainQuery(serializers.Serializer):
-    batch_size = serializers.IntegerField(
+    batch_size = QueryIntegerField(
         min_value=1, max_value=4096, required=False,
-        help_text="Default: the admin's batch size, else TRAINING_BATCH_SIZE (64).",
+        help_text="Default: the admin's batch size, else TRAINING_BATCH_SIZE (256).",
     )
-    iterations = serializers.IntegerField(min_value=1, max_value=10_000, default=1)
+    iterations = QueryIntegerField(min_value=1, max_value=10_000, default=1)
 
 
 class TrainResponse(serializers.Serializer):
@@ -158,10 +169,16 @@ class TrainResponse(serializers.Serializer):
     steps_done = serializers.IntegerField()
     model_version = serializers.IntegerField()
     target_syncs = serializers.IntegerField()
+    iterations = serializers.IntegerField(help_text="Gradient steps this run took.")
+    time_limited = serializers.BooleanField(
+        help_text="The run reached its time budget (0.6 x the task's soft time limit) before taking every "
+                  "step asked, and published the steps it took."
+    )
 
 
 class SaveModelResponse(serializers.Serializer):
     path = serializers.CharField()
+    versioned_path = serializers.CharField(help_text="This checkpoint's own file, kept beside MODEL_PATH.")
     version = serializers.IntegerField()
     steps_done = serializers.IntegerField()
 
@@ -184,3 +201,55 @@ class StatsResponse(serializers.Serializer):
 
 class ErrorResponse(serializers.Serializer):
     detail = serializers.CharField()
+
+
+class ValidationErrorResponse(serializers.Serializer):
+    """A 400's body: the schema is written out in agent_app/api/schema.py (field -> messages)."""
+
+
+class AbArm(serializers.Serializer):
+    count = serializers.IntegerField()
+    success_rate = serializers.FloatField()
+    latency_mean_ms = serializers.FloatField()
+    latency_std_ms = serializers.FloatField()
+    latency_p99_ms = serializers.FloatField()
+
+
+class AbComparison(serializers.Serializer):
+    baseline = serializers.CharField()
+    candidate = serializers.CharField()
+    latency_mean_diff_ms = serializers.FloatField()
+    latency_mean_diff_ci95_ms = serializers.ListField(
+        child=serializers.FloatField(), min_length=2, max_length=2
+    )
+    latency_p99_diff_ms = serializers.FloatField()
+    success_rate_diff = serializers.FloatField()
+    success_rate_diff_ci95 = serializers.ListField(child=serializers.FloatField(), min_length=2, max_length=2)
+    candidate_is_faster = serializers.BooleanField()
+
+
+class AbResultsResponse(serializers.Serializer):
+    arms = serializers.DictField(child=AbArm())
+    comparison = AbComparison(
+        allow_null=True, help_text="rl minus heuristic; null until each arm has 2 outcomes."
+    )
+
+
+class ReadinessCheck(serializers.Serializer):
+    ok = serializers.BooleanField()
+    error = serializers.CharField(required=False)
+    backend = serializers.CharField(required=False)
+
+
+class ModelReadiness(serializers.Serializer):
+    ok = serializers.BooleanField()
+    version = serializers.IntegerField()
+    fallback_reason = serializers.CharField(allow_null=True)
+
+
+class ReadinessResponse(serializers.Serializer):
+    ready = serializers.BooleanField()
+    model = ModelReadiness()
+    database = ReadinessCheck()
+    replay_store = ReadinessCheck()
+    broker = ReadinessCheck()

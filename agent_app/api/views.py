@@ -1,16 +1,27 @@
-"""HTTP endpoints: validate with a serializer, call one service function, answer."""
+"""HTTP endpoints: validate with a serializer, call one service function, answer.
+
+Refused training requests and unreachable backends are answered by agent_app.api.errors.
+"""
 
 from __future__ import annotations
 
 from django.http import HttpResponse
-from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    OpenApiResponse,
+    PolymorphicProxySerializer,
+    extend_schema,
+    inline_serializer,
+)
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from agent_app import metrics
 from agent_app.api import serializers as io
-from agent_app.replay import StoreUnavailable, get_replay_store
+from agent_app.replay import get_replay_store
 from agent_app.services import training
 from agent_app.services.ab_testing import ab_results
 from agent_app.services.experiences import record_experiences
@@ -18,17 +29,29 @@ from agent_app.services.routing import select_replica
 from agent_app.services.stats import agent_stats, readiness
 from agent_app.serving import policy_cache
 
-_ERROR = OpenApiResponse(io.ErrorResponse, description="Validation error naming the field")
-
-
-def unavailable(exc: Exception) -> Response:
-    return Response({"detail": str(exc)}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+# Every response an endpoint really gives is documented (tests/api/test_schema_fuzz.py checks it).
+_INVALID = OpenApiResponse(io.ValidationErrorResponse, description="Refused: each field with its messages")
+_NO_KEY = OpenApiResponse(io.ErrorResponse, description="No API key (outside OPEN_ENDPOINTS), or a bad one")
+_UNAVAILABLE = OpenApiResponse(io.ErrorResponse, description="The database or the replay store is down")
+_REFUSED = OpenApiResponse(io.ErrorResponse, description="Another trainer holds the lease, or the replay "
+                                                         "buffer holds fewer experiences than a batch")
+_TIMEOUT = OpenApiResponse(io.ErrorResponse, description="The training worker did not answer in time")
+_BODY_ERRORS = {
+    400: _INVALID, 401: _NO_KEY,
+    413: OpenApiResponse(io.ErrorResponse, description="Body larger than MAX_BODY_BYTES"),
+    415: OpenApiResponse(io.ErrorResponse, description="Body is not application/json"),
+}
+_SEED_SELECT = {"replica_loads": [5, 3, 7], "queue_depth": 12, "recent_latency_ms": 280.5,
+                "current_rps": 8.2, "success_rate": 0.98}
+_SEED_EXPERIENCE = {"state": [5, 3, 7, 12, 0.28, 8.2, 0.98, 0.5, 0.4, 0.5], "action": 1, "latency_ms": 265.3,
+                    "success": True, "replica_loads": [5, 4, 7]}
 
 
 class SelectReplicaView(APIView):
     endpoint = "select_replica"
 
-    @extend_schema(request=io.SelectReplicaRequest, responses={200: io.SelectReplicaResponse, 400: _ERROR})
+    @extend_schema(request=io.SelectReplicaRequest, responses={200: io.SelectReplicaResponse, **_BODY_ERRORS},
+                   examples=[OpenApiExample("seed", _SEED_SELECT, request_only=True)])
     def post(self, request):
         data = io.SelectReplicaRequest(data=request.data)
         data.is_valid(raise_exception=True)
@@ -41,9 +64,13 @@ class RecordExperienceView(APIView):
     endpoint = "record_experience"
 
     @extend_schema(
-        request=io.ExperienceRequest,
-        responses={201: io.RecordResponse, 400: _ERROR, 503: io.ErrorResponse},
-        description="Also accepts the batch form {\"experiences\": [ ...up to 1000 bodies... ]}.",
+        request=PolymorphicProxySerializer(
+            component_name="ExperienceReport", resource_type_field_name=None, many=False,
+            serializers=[io.ExperienceRequest, io.ExperienceBatchRequest],
+        ),
+        responses={201: io.RecordResponse, **_BODY_ERRORS, 503: _UNAVAILABLE},
+        examples=[OpenApiExample("seed", _SEED_EXPERIENCE, request_only=True),
+                  OpenApiExample("batch", {"experiences": [_SEED_EXPERIENCE]}, request_only=True)],
     )
     def post(self, request):
         is_batch = isinstance(request.data, dict) and "experiences" in request.data
@@ -51,13 +78,9 @@ class RecordExperienceView(APIView):
         metrics.count_rejected(serializer)
         serializer.is_valid(raise_exception=True)
         items = serializer.validated_data["experiences"] if is_batch else [serializer.validated_data]
-        try:
-            outcome = record_experiences(items=items)
-            buffer_size = get_replay_store().size()
-        except StoreUnavailable as exc:
-            return unavailable(exc)
+        outcome = record_experiences(items=items)  # a store that does not answer: 503 (api/errors.py)
         body = {"stored": outcome.stored, "duplicates": outcome.duplicates,
-                "rewards": outcome.rewards, "buffer_size": buffer_size}
+                "rewards": outcome.rewards, "buffer_size": get_replay_store().size()}
         return Response(body, status=status.HTTP_201_CREATED)
 
 
@@ -66,36 +89,28 @@ class TrainView(APIView):
 
     @extend_schema(
         parameters=[io.TrainQuery], request=None,
-        responses={200: io.TrainResponse, 400: _ERROR, 409: io.ErrorResponse, 503: io.ErrorResponse,
-                   504: io.ErrorResponse},
+        responses={200: io.TrainResponse, 400: _INVALID, 401: _NO_KEY, 409: _REFUSED, 503: _UNAVAILABLE,
+                   504: _TIMEOUT},
     )
     def post(self, request):
         query = io.TrainQuery(data=request.query_params)
         query.is_valid(raise_exception=True)
-        try:
-            result = training.request_training(**query.validated_data)
-        except training.TrainingRefused as exc:
-            return Response({"detail": str(exc), **exc.context}, status=exc.status_code)
-        except StoreUnavailable as exc:
-            return unavailable(exc)
-        return Response(result)
+        return Response(training.request_training(**query.validated_data))
 
 
 class SaveModelView(APIView):
     endpoint = "save_model"
 
-    @extend_schema(request=None, responses={200: io.SaveModelResponse, 409: io.ErrorResponse})
+    @extend_schema(request=None, responses={200: io.SaveModelResponse, 401: _NO_KEY, 409: _REFUSED,
+                                            503: _UNAVAILABLE, 504: _TIMEOUT})
     def post(self, request):
-        try:
-            return Response(training.request_checkpoint())
-        except training.TrainingRefused as exc:
-            return Response({"detail": str(exc), **exc.context}, status=exc.status_code)
+        return Response(training.request_checkpoint())
 
 
 class StatsView(APIView):
     endpoint = "stats"
 
-    @extend_schema(responses={200: io.StatsResponse})
+    @extend_schema(responses={200: io.StatsResponse, 401: _NO_KEY, 503: _UNAVAILABLE})
     def get(self, request):
         return Response(agent_stats())
 
@@ -105,9 +120,21 @@ class ModelWeightsView(APIView):
 
     endpoint = "select_replica"  # as open as routing itself: it reveals what routing does
 
-    @extend_schema(responses={(200, "application/octet-stream"): OpenApiResponse(description="npz weights"),
-                              304: OpenApiResponse(description="Not modified"),
-                              404: io.ErrorResponse})
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("If-None-Match", str, OpenApiParameter.HEADER,
+                             description="The ETag of the weights held: 304 while they are current"),
+            OpenApiParameter("ETag", str, OpenApiParameter.HEADER, response=[200, 304]),
+            OpenApiParameter("X-Model-Version", str, OpenApiParameter.HEADER, response=[200, 304],
+                             pattern=r"^[0-9]+$"),
+            OpenApiParameter("X-Model-Ready", str, OpenApiParameter.HEADER, response=[200, 304],
+                             enum=["true", "false"]),
+        ],
+        responses={(200, "application/octet-stream"): OpenApiResponse(OpenApiTypes.BINARY,
+                                                                      description="npz weights"),
+                   304: OpenApiResponse(description="Not modified"), 401: _NO_KEY,
+                   404: OpenApiResponse(io.ErrorResponse, description="No model published yet")},
+    )
     def get(self, request):
         policy_cache.ensure_started()
         snap = policy_cache.snapshot
@@ -124,12 +151,10 @@ class ModelWeightsView(APIView):
 class AbResultsView(APIView):
     endpoint = "stats"
 
-    @extend_schema(responses={200: OpenApiResponse(description="Per-arm outcomes and the rl-heuristic diff")})
+    @extend_schema(responses={200: OpenApiResponse(io.AbResultsResponse, description="Outcomes per arm"),
+                              401: _NO_KEY, 503: _UNAVAILABLE})
     def get(self, request):
-        try:
-            return Response(ab_results())
-        except StoreUnavailable as exc:
-            return unavailable(exc)
+        return Response(ab_results())
 
 
 class HealthView(APIView):
@@ -151,8 +176,8 @@ class ReadyView(APIView):
     authentication_classes: list = []
     permission_classes: list = []
 
-    @extend_schema(responses={200: OpenApiResponse(description="Ready"),
-                              503: OpenApiResponse(description="Not ready")})
+    @extend_schema(responses={200: OpenApiResponse(io.ReadinessResponse, description="Ready"),
+                              503: OpenApiResponse(io.ReadinessResponse, description="Not ready")})
     def get(self, request):
         checks = readiness()
         return Response(checks, status=200 if checks["ready"] else 503)

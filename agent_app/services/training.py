@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from typing import Any
 
 from django.conf import settings
@@ -40,6 +41,12 @@ class TrainingBusy(TrainingRefused):
 
 class NotEnoughExperience(TrainingRefused):
     """Fewer experiences than one batch."""
+
+
+class TrainingUnavailable(TrainingRefused):
+    """The worker could not reach the database or the replay store."""
+
+    status_code = 503
 
 
 class TrainingTimeout(TrainingRefused):
@@ -132,6 +139,7 @@ def train(*, iterations: int | None = None, batch_size: int | None = None) -> di
     With no batch_size, the admin's batch size applies, else TRAINING_BATCH_SIZE; with no
     iterations (beat's runs), `scheduled_iterations` of the experiences new since the last run.
     """
+    deadline = time.monotonic() + settings.TRAINING_RUN_BUDGET_SECONDS
     try:
         with training_lease() as lease:
             state = AgentState.load()
@@ -151,6 +159,10 @@ def train(*, iterations: int | None = None, batch_size: int | None = None) -> di
             for _ in range(iterations):
                 losses.append(agent.train_step().loss)
                 lease.renew()
+                if time.monotonic() > deadline:  # a busy machine: publish fewer steps, not none
+                    log.info("training run stopped after %d of %d steps: its %.0f s budget is spent",
+                             len(losses), iterations, settings.TRAINING_RUN_BUDGET_SECONDS)
+                    break
             lease.renew(force=True)
             state = _publish(agent, epsilon_before, steps_before, losses[-1])
     except (LeaseHeld, LeaseLost) as exc:  # lost: another trainer took over; nothing was published
@@ -162,6 +174,8 @@ def train(*, iterations: int | None = None, batch_size: int | None = None) -> di
         "steps_done": agent.steps_done,
         "model_version": state.model_version,
         "target_syncs": state.target_syncs,
+        "iterations": len(losses),
+        "time_limited": len(losses) < iterations,
     }
 
 
@@ -239,7 +253,8 @@ def _wait(async_result) -> dict[str, Any]:
             "the task stays queued and will run"
         ) from None
     if "refused" in outcome:
-        refused = {"busy": TrainingBusy, "not_enough": NotEnoughExperience}[outcome["refused"]]
+        refused = {"busy": TrainingBusy, "not_enough": NotEnoughExperience,
+                   "unavailable": TrainingUnavailable}[outcome["refused"]]
         raise refused(outcome["detail"], **outcome.get("context", {}))
     return outcome
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,51 @@ def test_routing_keeps_answering_when_redis_is_down(client, dead_redis):
     assert client.post("/select_replica", SEED_SELECT, format="json").status_code == 200
     ready = client.get("/ready")
     assert ready.status_code == 503 and ready.json()["replay_store"]["ok"] is False
+
+
+@contextmanager
+def database_down():
+    """The default connection pointed at a port where no Postgres answers."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite has no server to lose (TEST_BACKENDS=embedded)")
+    connection.close()
+    saved, connection.settings_dict["PORT"] = connection.settings_dict["PORT"], 1
+    try:
+        yield
+    finally:
+        connection.close()
+        connection.settings_dict["PORT"] = saved
+
+
+@pytest.mark.django_db(transaction=True)
+def test_endpoints_that_need_the_database_answer_503_naming_it_when_it_is_down(client, fill):
+    fill(100)
+    assert client.post("/select_replica", SEED_SELECT, format="json").status_code == 200
+    with database_down():
+        # Routing and the replay store carry on from the web worker's snapshot ...
+        assert client.post("/select_replica", SEED_SELECT, format="json").status_code == 200
+        assert client.post("/record_experience", SEED_EXPERIENCE, format="json").status_code == 201
+        # ... and what needs the database says so.
+        for method, path in (("get", "/stats"), ("post", "/save_model"), ("post", "/train?iterations=1")):
+            response = getattr(client, method)(path)
+            assert response.status_code == 503, (path, response.content)
+            assert "database unavailable: connection failed" in response.json()["detail"]
+            assert response.headers["Retry-After"] == "5"
+    assert client.get("/stats").status_code == 200  # and it recovers by itself
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_scheduled_run_without_its_backends_is_skipped_with_one_clear_line(dead_redis, caplog):
+    from tasks.training import scheduled_train_task
+
+    outcome = scheduled_train_task()
+    assert outcome["refused"] == "unavailable"
+    assert outcome["detail"].startswith("train skipped: Redis replay store unavailable: ")
+    assert outcome["detail"] in caplog.text
+    with database_down():
+        assert scheduled_train_task()["detail"].startswith("train skipped: database unavailable: ")
 
 
 class Payload:

@@ -130,3 +130,15 @@ def test_a_run_whose_lease_is_taken_over_publishes_nothing_and_says_so(client, f
     assert response.status_code == 409
     assert "taken over" in response.json()["detail"]
     assert AgentState.load().model_version == 0
+
+
+def test_a_run_that_spends_its_time_budget_publishes_the_steps_it_took(client, fill, settings):
+    # Under load a run would pass the task's soft time limit and be killed with nothing published.
+    settings.TRAINING_RUN_BUDGET_SECONDS = 0.0
+    fill(100)
+    body = client.post("/train?batch_size=32&iterations=50").json()
+    assert (body["iterations"], body["time_limited"], body["steps_done"]) == (1, True, 1)
+    assert AgentState.load().steps_done == 1
+    settings.TRAINING_RUN_BUDGET_SECONDS = 60.0
+    body = client.post("/train?batch_size=32&iterations=5").json()
+    assert (body["iterations"], body["time_limited"], body["steps_done"]) == (5, False, 6)
