@@ -319,7 +319,11 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # An outage answers thousands of 503s: agent_app.api.errors sums them up every 10 s instead
+    # of django.request writing one line each.
+    "filters": {"not_503": {"()": "django.utils.log.CallbackFilter",
+                            "callback": lambda record: getattr(record, "status_code", None) != 503}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {"django": {"level": "INFO"}},
+    "loggers": {"django": {"level": "INFO"}, "django.request": {"filters": ["not_503"]}},
 }
 

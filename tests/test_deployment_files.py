@@ -90,3 +90,11 @@ def test_dockerfile_pins_cpu_torch_and_exposes_the_port():
     assert "torch==2.13.0" in dockerfile
     assert "EXPOSE 5000" in dockerfile
     assert re.search(r"^torch==2\.13\.0$", (ROOT / "requirements.txt").read_text(), re.M)
+
+
+def test_the_replay_buffer_and_the_database_survive_a_restart_of_their_server():
+    volumes = set(COMPOSE["volumes"])
+    redis_command = SERVICES["redis"]["command"].split()
+    assert redis_command[redis_command.index("--appendonly") + 1] == "yes"
+    assert any(v.split(":")[0] in volumes and v.endswith(":/data") for v in SERVICES["redis"]["volumes"])
+    assert any(v.split(":")[0] in volumes for v in SERVICES["postgres"]["volumes"])

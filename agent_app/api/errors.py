@@ -1,5 +1,5 @@
-"""Errors the views leave to DRF: a refused training request, and a backend that stops answering
-(a 503 naming it, never a 500)."""
+"""Errors the views leave to DRF: a body over the size limit (413), a refused training request,
+and a backend that stops answering (a 503 naming it, never a 500)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import logging
 import time
 from collections import Counter
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -25,6 +27,9 @@ _refused_since_logged = Counter()
 def exception_handler(exc, context):
     """DRF's handler, plus: a training refusal -> its status with its context; the database, Redis
     or the replay store down -> 503. Every 503 says when to retry."""
+    if isinstance(exc, RequestDataTooBig):  # Django's own size check, before the parser sees the body
+        detail = f"request body is larger than the {settings.MAX_BODY_BYTES} bytes accepted"
+        return _answer({"detail": detail}, status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
     if isinstance(exc, TrainingRefused):
         return _answer({"detail": str(exc), **exc.context}, exc.status_code)
     if isinstance(exc, OUTAGES):

@@ -81,12 +81,20 @@ def test_state_or_decision_required(client, store):
     assert set(response.json()) == {"state", "action"}
 
 
+NUMERIC_FIELDS = [("/select_replica", SEED_SELECT, name) for name in SEED_SELECT] + [
+    ("/record_experience", SEED_EXPERIENCE, name)
+    for name in ("state", "action", "latency_ms", "replica_loads", "next_state")
+]
+
+
 @pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e400"])
-@pytest.mark.parametrize("field", ["latency_ms", "queue_depth"])
-def test_non_finite_numbers_are_refused_naming_the_field(client, store, literal, field):
-    path = "/record_experience" if field == "latency_ms" else "/select_replica"
-    base = SEED_EXPERIENCE if field == "latency_ms" else SEED_SELECT
-    raw = json.dumps({**base, field: 0}).replace(f'"{field}": 0', f'"{field}": {literal}')
+@pytest.mark.parametrize(("path", "base", "field"), NUMERIC_FIELDS, ids=[f[2] for f in NUMERIC_FIELDS])
+def test_non_finite_numbers_are_refused_naming_the_field(client, store, literal, path, base, field):
+    value = base[field] if field in base else base["state"]  # next_state: a vector like state
+    # Python's json writes NaN/Infinity; 1e400 is replaced in as text (it would overflow to inf).
+    marker = 123456.5
+    bad = [marker, *value[1:]] if isinstance(value, list) else marker
+    raw = json.dumps({**base, field: bad}).replace(str(marker), literal)
     before = snapshot(store)
     response = post_raw(client, path, raw)
     assert response.status_code == 400
@@ -128,6 +136,14 @@ def test_malformed_bodies_get_400(client, store, raw):
 def test_deeply_nested_body_gets_400(client, store):
     response = post_raw(client, "/record_experience", "[" * 100_000 + "]" * 100_000)
     assert response.status_code == 400
+    assert store.size() == 0
+
+
+def test_a_body_of_several_megabytes_gets_413_before_it_is_parsed(client, store):
+    raw = json.dumps({"experiences": [SEED_EXPERIENCE] * 30_000})  # about 5 MB
+    assert len(raw) > 4_000_000
+    response = post_raw(client, "/record_experience", raw)
+    assert response.status_code == 413 and "larger than" in response.json()["detail"]
     assert store.size() == 0
 
 
