@@ -108,8 +108,14 @@ class LiveStack:
             self.stop(name)
         if self.database:
             _admin_sql(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)', self.pg_port)
-            for key in self.redis().scan_iter(self.env["REDIS_KEY_PREFIX"] + "*", count=1000):
-                self.redis().delete(key)
+            client, keys = self.redis(), []
+            for key in client.scan_iter(self.env["REDIS_KEY_PREFIX"] + "*", count=1000):
+                keys.append(key)
+                if len(keys) == 1000:  # a load test leaves a key per experience id
+                    client.delete(*keys)
+                    keys.clear()
+            if keys:
+                client.delete(*keys)
 
     def redis(self):
         """A client on the stack's Redis database (its keys start with env["REDIS_KEY_PREFIX"])."""
