@@ -1,0 +1,87 @@
+"""The gateway the simulator plays through the API: its training cadence, with a fake service."""
+
+from __future__ import annotations
+
+from simulator.service_policy import ServicePolicy
+
+
+class FakeResponse:
+    def __init__(self, body: dict, status_code: int = 200) -> None:
+        self.body, self.status_code = body, status_code
+
+    def json(self) -> dict:
+        return self.body
+
+    def raise_for_status(self) -> None:
+        assert self.status_code < 400
+
+
+class FakeService:
+    """Answers /select_replica, /record_experience and /train; remembers every /train's params."""
+
+    def __init__(self) -> None:
+        self.headers: dict = {}
+        self.trains: list[dict] = []
+        self.steps = 0
+
+    def post(self, url: str, json: dict | None = None, params: dict | None = None,
+             timeout: float = 0) -> FakeResponse:
+        if url.endswith("/select_replica"):
+            return FakeResponse({"policy": "dqn", "decision_id": f"d{len(self.trains)}", "replica_idx": 0})
+        if url.endswith("/record_experience"):
+            return FakeResponse({"rewards": [0.5] * len(json["experiences"])}, 201)
+        self.trains.append(dict(params))
+        self.steps += params["iterations"]
+        return FakeResponse({"epsilon": 0.5, "steps_done": self.steps, "model_version": len(self.trains)})
+
+
+class Context:
+    num_replicas = 3
+
+    def __init__(self) -> None:
+        self.state = [0.0] * 10
+
+    def raw_state(self) -> list[float]:
+        return self.state
+
+
+def route(policy: ServicePolicy, context: Context, n: int) -> None:
+    for _ in range(n):
+        context.state = [0.0] * 10  # a new list per decision, as the engine makes
+        action = policy.choose({}, None)
+        policy.observe({"state": context.state, "action": action, "latency_ms": 100.0,
+                        "success": True, "replica_loads": [1, 0, 0]})
+
+
+def make_policy(**kwargs) -> tuple[ServicePolicy, FakeService, Context]:
+    policy = ServicePolicy("http://service", "key", **kwargs)
+    service = policy.http = FakeService()
+    context = Context()
+    policy.start(context)
+    return policy, service, context
+
+
+def test_steps_per_experience_are_iterations_over_train_every_whatever_the_report_batch() -> None:
+    # 16x8 is 0.5 steps per experience; reports go out 32 at a time, so each flush is due
+    # two trainings' worth of steps (it once got 8, 0.25 per experience).
+    policy, service, context = make_policy(train_every=16, iterations=8, report_batch=32)
+    route(policy, context, 3200)
+    assert policy.reported == 3200
+    assert service.steps == 3200 * 8 // 16
+    assert all(t["iterations"] == 16 for t in service.trains)
+
+
+def test_a_report_batch_smaller_than_train_every_trains_once_per_boundary() -> None:
+    policy, service, context = make_policy(train_every=16, iterations=8, report_batch=10)
+    route(policy, context, 160)
+    assert service.steps == 160 * 8 // 16
+    assert [t["iterations"] for t in service.trains] == [8] * 10
+
+
+def test_eval_mode_decides_without_reporting_or_training() -> None:
+    policy, service, context = make_policy(train_every=16, iterations=8, report_batch=32)
+    route(policy, context, 40)  # 32 reported, 8 pending
+    policy.set_mode("eval")  # flushes the 8
+    steps = service.steps
+    route(policy, context, 100)
+    assert policy.reported == 40 and service.steps == steps
