@@ -111,13 +111,7 @@ class DQNPolicy:
         ok = experience["success"]
         self._recent.append((experience["latency_ms"] if ok else np.nan, reward, not ok))
         if self.seen % self._curve_every == 0:
-            arr = np.array(self._recent, dtype=float)
-            lat = arr[:, 0][~np.isnan(arr[:, 0])]
-            self.curve["requests"].append(self.seen)
-            self.curve["latency_ms"].append(float(lat.mean()) if lat.size else float("nan"))
-            self.curve["reward"].append(float(arr[:, 1].mean()))
-            self.curve["failure_rate"].append(float(arr[:, 2].mean()))
-            self.curve["epsilon"].append(float(self.agent.epsilon))
+            add_curve_point(self.curve, self._recent, self.seen, float(self.agent.epsilon))
 
     def describe(self) -> dict:
         """The effective configuration (for the JSON report)."""
@@ -129,3 +123,14 @@ class DQNPolicy:
             "steps_per_train": self.steps_per_train,
             "train_requests": self.train_requests,
         }
+
+
+def add_curve_point(curve: dict, recent, requests_seen: int, epsilon: float) -> None:
+    """One learning-curve point from the recent (latency or NaN if failed, reward, failed) window."""
+    arr = np.array(recent, dtype=float)
+    latency = arr[:, 0][~np.isnan(arr[:, 0])]
+    curve["requests"].append(requests_seen)
+    curve["latency_ms"].append(float(latency.mean()) if latency.size else float("nan"))
+    curve["reward"].append(float(arr[:, 1].mean()))
+    curve["failure_rate"].append(float(arr[:, 2].mean()))
+    curve["epsilon"].append(epsilon)

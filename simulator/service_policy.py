@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import requests
 
+from simulator.dqn_policy import add_curve_point
+
 
 class ServicePolicy:
     """The `Policy` interface (start/choose/observe/set_mode) backed by a running service."""
@@ -100,14 +102,8 @@ class ServicePolicy:
         ok = item["success"]
         self._recent.append((item["latency_ms"] if ok else np.nan, reward, not ok))
         if self.reported % self._curve_every < self.report_batch and len(self._recent) > 1:
-            arr = np.array(self._recent, dtype=float)
-            latency = arr[:, 0][~np.isnan(arr[:, 0])]
-            self.curve["requests"].append(self.reported)
-            self.curve["latency_ms"].append(float(latency.mean()) if latency.size else float("nan"))
-            self.curve["reward"].append(float(arr[:, 1].mean()))
-            self.curve["failure_rate"].append(float(arr[:, 2].mean()))
             epsilon = self.train_results[-1]["epsilon"] if self.train_results else 1.0
-            self.curve["epsilon"].append(epsilon)
+            add_curve_point(self.curve, self._recent, self.reported, epsilon)
 
     def describe(self) -> dict:
         last = self.train_results[-1] if self.train_results else {}

@@ -172,7 +172,8 @@ def main() -> int:
         failures.append("a 5xx other than 503, or a request without an answer")
     if any(name == "select_replica" and status != 200 for (name, status) in everything):
         failures.append("select_replica did not always answer 200")
-    if store == args.service.replace("postgres", "database") and not during[("record_experience", 503)]:
+    store_server = "redis" if store == "redis" else "postgres"
+    if store_server == args.service and not during[("record_experience", 503)]:
         failures.append("record_experience did not answer 503 while its store was down")
     if any(not 200 <= status < 300 for (_, status) in recovered):
         failures.append("not every answer was 2xx after the restart")

@@ -150,14 +150,14 @@ def _constant_q_agent(double: bool) -> DQNAgent:
     return agent
 
 
+def _one_transition(*, action: int, reward: float, done: bool) -> Batch:
+    zeros = np.zeros((1, 2), np.float32)
+    return Batch(states=zeros, actions=np.array([action]), rewards=np.array([reward], np.float32),
+                 next_states=zeros, dones=np.full(1, float(done), np.float32))
+
+
 def test_double_dqn_target_evaluates_the_online_argmax_with_the_target_net() -> None:
-    batch = Batch(
-        states=np.zeros((1, 2), np.float32),
-        actions=np.array([1]),
-        rewards=np.array([1.0], np.float32),
-        next_states=np.zeros((1, 2), np.float32),
-        dones=np.zeros(1, np.float32),
-    )
+    batch = _one_transition(action=1, reward=1.0, done=False)
     # Online argmax is action 0 (Q 3); the target's own argmax would be action 2 (Q 20).
     _, td_double = _constant_q_agent(double=True).train_on_batch(batch)
     assert td_double[0] == pytest.approx(1.0 - (1.0 + 0.5 * 10.0))
@@ -166,13 +166,7 @@ def test_double_dqn_target_evaluates_the_online_argmax_with_the_target_net() -> 
 
 
 def test_terminal_transitions_do_not_bootstrap() -> None:
-    batch = Batch(
-        states=np.zeros((1, 2), np.float32),
-        actions=np.array([0]),
-        rewards=np.array([2.0], np.float32),
-        next_states=np.zeros((1, 2), np.float32),
-        dones=np.ones(1, np.float32),
-    )
+    batch = _one_transition(action=0, reward=2.0, done=True)
     _, td = _constant_q_agent(double=True).train_on_batch(batch)
     assert td[0] == pytest.approx(3.0 - 2.0)
 

@@ -19,14 +19,7 @@ from agent_app.rl import (
     train_offline,
 )
 from agent_app.rl.toy_tasks import RoutingBandit
-
-SEED_ROW = {
-    "state": [5, 3, 7, 12, 0.28, 8.2, 0.98, 0.5, 0.4, 0.5],
-    "action": 1,
-    "latency_ms": 265.3,
-    "success": True,
-    "replica_loads": [5, 4, 7],
-}
+from tests.conftest import SEED_EXPERIENCE
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> Path:
@@ -35,9 +28,9 @@ def _write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 
 def test_seed_record_experience_rows_get_reward_and_next_state(tmp_path: Path) -> None:
-    data = load_experiences(_write_jsonl(tmp_path / "log.jsonl", [SEED_ROW]), 10, 3)
+    data = load_experiences(_write_jsonl(tmp_path / "log.jsonl", [SEED_EXPERIENCE]), 10, 3)
     assert data.rewards[0] == pytest.approx(compute_reward(265.3, True, [5, 4, 7]))
-    np.testing.assert_allclose(data.next_states[0], next_state_after(SEED_ROW["state"], [5, 4, 7]))
+    np.testing.assert_allclose(data.next_states[0], next_state_after(SEED_EXPERIENCE["state"], [5, 4, 7]))
     assert data.actions[0] == 1 and data.dones[0] == 0.0
 
 
@@ -55,7 +48,8 @@ def test_transition_rows_and_csv_are_accepted(tmp_path: Path) -> None:
                 "true",
             ]
         )
-        writer.writerow([json.dumps(SEED_ROW["state"]), 0, -10, json.dumps(SEED_ROW["state"]), 0])
+        state = json.dumps(SEED_EXPERIENCE["state"])
+        writer.writerow([state, 0, -10, state, 0])
     data = load_experiences(path, 10, 3)
     assert data.actions.tolist() == [2, 0]
     assert data.rewards.tolist() == [0.5, -10.0]
@@ -76,16 +70,16 @@ def test_transition_rows_and_csv_are_accepted(tmp_path: Path) -> None:
 def test_an_invalid_row_is_reported_with_its_line_number(
     tmp_path: Path, bad: dict, message: str
 ) -> None:
-    path = _write_jsonl(tmp_path / "log.jsonl", [SEED_ROW, SEED_ROW, SEED_ROW | bad])
+    path = _write_jsonl(tmp_path / "log.jsonl", [SEED_EXPERIENCE, SEED_EXPERIENCE, SEED_EXPERIENCE | bad])
     with pytest.raises(OfflineDataError, match=rf"log.jsonl:3: {message}"):
         load_experiences(path, 10, 3)
 
 
 def test_a_missing_field_and_broken_json_name_the_line(tmp_path: Path) -> None:
-    row = {k: v for k, v in SEED_ROW.items() if k != "success"}
+    row = {k: v for k, v in SEED_EXPERIENCE.items() if k != "success"}
     with pytest.raises(OfflineDataError, match=r":1: missing field 'success'"):
         load_experiences(_write_jsonl(tmp_path / "a.jsonl", [row]), 10, 3)
-    (tmp_path / "b.jsonl").write_text(json.dumps(SEED_ROW) + "\n\n{not json\n")
+    (tmp_path / "b.jsonl").write_text(json.dumps(SEED_EXPERIENCE) + "\n\n{not json\n")
     with pytest.raises(OfflineDataError, match=r"b.jsonl:3: not valid JSON"):
         load_experiences(tmp_path / "b.jsonl", 10, 3)
 
