@@ -143,3 +143,24 @@ def test_an_older_good_checkpoint_is_used_when_the_newest_is_corrupt(client, fil
     assert outcome["restored"] is True and outcome["steps_done"] == 7
     assert outcome["path"].endswith("-v000001.pth")
     assert AgentState.load().steps_done == 7
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_outage_is_logged_when_it_starts_and_ends_not_once_per_request(client, caplog, monkeypatch):
+    from agent_app.api import errors
+
+    monkeypatch.setattr(errors, "_last_logged", float("-inf"))  # no report from an earlier test pending
+    assert client.post("/select_replica", SEED_SELECT, format="json").status_code == 200
+    caplog.clear()
+    with database_down():
+        for _ in range(5):
+            assert client.get("/stats").status_code == 503
+    client.get("/stats")
+
+    def lines(logger: str, text: str) -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.name == logger and text in r.getMessage()]
+
+    assert len(lines("agent_app.serving", "database unavailable, serving model")) == 1
+    assert len(lines("agent_app.serving", "database answers again")) == 1
+    assert len(lines("agent_app.api.errors", "answered 503")) == 1
+    assert lines("django.request", "Service Unavailable") == []
