@@ -69,15 +69,17 @@ def test_beat_trains_syncs_checkpoints_and_web_serves_the_new_model(live_stack_f
 
 
 def test_only_one_trainer_trains_at_a_time(live_stack_factory):
-    stack = live_stack_factory(TRAINING_LEASE_SECONDS="30")
+    # A long interval gives the run a time budget far above what it needs; 5000 steps of 256 keep
+    # the first trainer busy well past the second's start even on a quiet machine.
+    stack = live_stack_factory(TRAINING_LEASE_SECONDS="30", TRAINING_INTERVAL_SECONDS="300")
     stack.start("web")
-    report(stack, 200)
-    first = _start_manage(stack, "train", "--iterations", "1500", "--chunk", "1500", "--batch-size", "64")
+    report(stack, 300)
+    first = _start_manage(stack, "train", "--iterations", "5000", "--chunk", "5000", "--batch-size", "256")
     time.sleep(3)  # the first holds the lease for its whole single chunk
     second = stack.manage("train", "--iterations", "10", "--batch-size", "64", check=False)
     first.wait(timeout=300)
     assert "another trainer" in second
-    assert stack.call("GET", "/stats").json()["steps_done"] == 1500
+    assert stack.call("GET", "/stats").json()["steps_done"] == 5000
 
 
 def test_sigkilled_worker_restarts_from_its_newest_checkpoint(live_stack_factory):
