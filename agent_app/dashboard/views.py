@@ -144,9 +144,11 @@ def train_now(request: HttpRequest) -> HttpResponse:
     except StoreUnavailable as exc:
         messages.error(request, f"Training impossible: {exc}.")
     else:
+        cut_short = " (its time budget ran out)" if result["time_limited"] else ""
         messages.success(
             request,
-            f"Trained {iterations} step(s): model v{result['model_version']}, {result['steps_done']} steps, "
+            f"Trained {result['iterations']} step(s){cut_short}: "
+            f"model v{result['model_version']}, {result['steps_done']} steps, "
             f"loss {number(result['loss'], 5)}, epsilon {result['epsilon']:.4f}, "
             f"{result['buffer_size']} experiences in the buffer.",
         )

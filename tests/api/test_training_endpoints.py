@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pytest
@@ -142,3 +143,12 @@ def test_a_run_that_spends_its_time_budget_publishes_the_steps_it_took(client, f
     settings.TRAINING_RUN_BUDGET_SECONDS = 60.0
     body = client.post("/train?batch_size=32&iterations=5").json()
     assert (body["iterations"], body["time_limited"], body["steps_done"]) == (5, False, 6)
+
+
+def test_manage_train_takes_every_step_asked_even_when_each_run_is_cut_short(fill, settings):
+    from django.core.management import call_command
+
+    settings.TRAINING_RUN_BUDGET_SECONDS = 0.0  # every run stops after one step
+    fill(100)
+    call_command("train", iterations=3, chunk=3, batch_size=32, stdout=io.StringIO())
+    assert AgentState.load().steps_done == 3

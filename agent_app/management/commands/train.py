@@ -29,7 +29,7 @@ class Command(BaseCommand):
                 result = training.train(batch_size=batch_size, iterations=step)
             except training.TrainingRefused as exc:
                 raise CommandError(str(exc)) from None
-            done += step
+            done += result["iterations"]  # fewer than asked when the run's time budget cut it short
             self._progress(done, iterations, started, result)
         sys.stdout.write("\n")
         self.stdout.write(self.style.SUCCESS(
