@@ -5,18 +5,21 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from simulator.policies import POLICIES, canonical_name
 from simulator.report import format_markdown, format_table
 from simulator.runner import benchmark
-from simulator.scenarios import SCENARIOS
+from simulator.scenarios import SCENARIOS, Scenario, get_scenario
 
 
 def _names(text: str, known: Sequence[str], what: str) -> list[str]:
     if text == "all":
         return list(known)
+    if text == "baselines":  # every non-learning policy (the oracle included), no training
+        return [n for n in known if n in POLICIES]
     names = [canonical_name(t.strip()) for t in text.split(",") if t.strip()]
     unknown = [n for n in names if n not in known]
     if unknown:
@@ -24,13 +27,37 @@ def _names(text: str, known: Sequence[str], what: str) -> list[str]:
     return names
 
 
+def _scenarios(text: str, loads: str | None) -> list[Scenario]:
+    """Scenarios by name (``trace:<path>`` for any trace file), each at every ``--load``."""
+    names = list(SCENARIOS) if text == "all" else [t.strip() for t in text.split(",") if t.strip()]
+    try:
+        found = [get_scenario(n) for n in names]
+    except (KeyError, ValueError, OSError) as exc:
+        raise SystemExit(f"unknown scenario: {exc}") from None
+    if not loads:
+        return found
+    try:
+        values = [float(x) for x in loads.split(",") if x.strip()]
+    except ValueError:
+        raise SystemExit(f"--load must be numbers like 0.75 or 0.75,0.9, got {loads!r}") from None
+    if not values or any(not 0 < v <= 2 for v in values):
+        raise SystemExit(f"--load must be shares of capacity in (0, 2], got {loads!r}")
+    return [sc.at_load(v) for sc in found for v in values]
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m simulator", description=__doc__)
     p.add_argument("--scenario", default="heterogeneous",
-                   help=f"comma-separated or 'all' ({', '.join(SCENARIOS)})")
+                   help=f"comma-separated or 'all' ({', '.join(SCENARIOS)}, or "
+                        "trace:<path> to replay any Azure CSV or Mooncake JSONL trace)")
+    p.add_argument("--load", default=None,
+                   help="offered load as a share of cluster capacity, e.g. 0.75 or 0.75,0.9 "
+                        "(default: each scenario's own; traces 0.75)")
     p.add_argument("--policies", default="least_loaded,p2c,oracle",
-                   help=f"comma-separated or 'all' ({', '.join([*POLICIES, 'dqn'])})")
-    p.add_argument("--requests", type=int, default=20_000, help="evaluation requests per run")
+                   help=f"comma-separated, 'baselines' (every one that does not learn) or "
+                        f"'all' ({', '.join([*POLICIES, 'dqn'])})")
+    p.add_argument("--requests", type=int, default=None,
+                   help="evaluation requests per run (default: 20000; a trace: its length)")
     p.add_argument("--seeds", type=int, default=3, help="number of paired seeds")
     p.add_argument("--seed-base", type=int, default=0, help="first seed")
     p.add_argument("--out", type=Path, default=None, help="folder for JSON, table and PNGs")
@@ -57,7 +84,7 @@ def main(argv: Sequence[str] | None = None, factories: dict | None = None,
     """
     args = (parser or build_parser()).parse_args(argv)
     factories = factories or {}
-    scenarios = _names(args.scenario, list(SCENARIOS), "scenario")
+    scenarios = _scenarios(args.scenario, args.load)
     policies = _names(args.policies, [*POLICIES, "dqn", *factories], "policy")
     dqn_kwargs: dict = {}
     if "dqn" in policies or factories:
@@ -73,12 +100,14 @@ def main(argv: Sequence[str] | None = None, factories: dict | None = None,
         }
         _one_torch_thread()
     seeds = list(range(args.seed_base, args.seed_base + args.seeds))
-    print(f"scenarios={','.join(scenarios)} policies={','.join(policies)} "
-          f"requests={args.requests} seeds={seeds}", file=sys.stderr)
+    print(f"scenarios={','.join(sc.name for sc in scenarios)} policies={','.join(policies)} "
+          f"requests={args.requests or 'default'} seeds={seeds}", file=sys.stderr)
+    started = time.perf_counter()
     bench = benchmark(scenarios, policies, args.requests, seeds,
                       show_progress=not args.quiet, dqn_kwargs=dqn_kwargs, factories=factories)
     table = format_table(bench.results)
     print(table)
+    print(f"simulated in {time.perf_counter() - started:.0f} s", file=sys.stderr)
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         payload = bench.to_json()

@@ -1,4 +1,5 @@
-"""The discrete-event loop: arrivals, batch completions, cluster events and policy calls."""
+"""The discrete-event loop: arrivals, prefill and decode completions, cluster events and policy
+calls; per request it records TTFT, end-to-end latency and prefix-cache hits."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from simulator.cluster import INF, Replica, ReplicaSpec
+from simulator.cluster import BLOCK_TOKENS, INF, Jobs, Replica, ReplicaSpec
 from simulator.signals import (
     Window,
     experience_body,
@@ -39,17 +40,25 @@ class ClusterEvent:
 
 @dataclass
 class Records:
-    """One row per request, indexed like the workload."""
+    """One row per request, indexed like the workload; latency_ms is end to end."""
 
     arrival_s: np.ndarray
     finish_s: np.ndarray
     latency_ms: np.ndarray
     replica: np.ndarray
     outcome: np.ndarray  # OK, REJECTED or ERRORED
+    ttft_ms: np.ndarray | None = None  # time to first token; NaN for a failed request
+    prompt_tokens: np.ndarray | None = None
+    output_tokens: np.ndarray | None = None
+    hit_blocks: np.ndarray | None = None  # prompt blocks found in the replica's prefix cache
 
     @property
     def success(self) -> np.ndarray:
         return self.outcome == OK
+
+    @property
+    def prompt_blocks(self) -> np.ndarray:
+        return -(-self.prompt_tokens // BLOCK_TOKENS)
 
 
 class SimContext:
@@ -68,8 +77,11 @@ class SimContext:
         return self._sim.current_state
 
     def true_speeds(self) -> list[float]:
-        """Current speed multipliers, 0 for a failing replica (only the oracle uses this)."""
-        return [0.0 if r.failing else r.speed for r in self._sim.replicas]
+        """Each replica's current capacity (requests/s at a full batch for this workload's
+        mean request), 0 for a failing replica: only the oracle uses this."""
+        p, d, b = self._sim.mean_request
+        return [0.0 if r.failing else r.spec.capacity_rps(p, d, b) * r.speed / r.spec.speed
+                for r in self._sim.replicas]
 
 
 class Simulation:
@@ -79,26 +91,35 @@ class Simulation:
                  rng: np.random.Generator, events: Sequence[ClusterEvent] = (),
                  window_s: float = 60.0, day_s: float = 1800.0, day_phase: float = 0.0,
                  fail_ms: float = 50.0, reject_ms: float = 5.0) -> None:
-        self.replicas = [Replica(i, s) for i, s in enumerate(specs)]
         self.workload, self.policy, self.rng = workload, policy, rng
+        self._prompt = workload.prompt_tokens.tolist()
+        self._output = workload.output_tokens.tolist()
+        self.jobs = Jobs(self._prompt, self._output, workload.prefix_hashes)
+        self.replicas = [Replica(i, s, self.jobs) for i, s in enumerate(specs)]
+        n = len(workload)
+        self.mean_request = (
+            float(workload.prompt_tokens.mean()) if n else 0.0,
+            float(np.mean(self.jobs.decode)) if n else 0.0,
+            float(np.mean(self.jobs.blocks)) if n else 1.0,
+        )
         self.events = sorted(events, key=lambda e: e.at_s)
         self.window = Window(window_s)
         self.day_s, self.day_phase = day_s, day_phase
         self.fail_s, self.reject_s = fail_ms / 1000.0, reject_ms / 1000.0
         self.now = 0.0
         self.current_state: list[float] = []
-        n = len(workload)
         self._arrival = workload.arrival_s.tolist()
-        self._prompt = workload.prompt_tokens.tolist()
-        self._output = workload.output_tokens.tolist()
-        self._kv = [int(p + o) for p, o in zip(self._prompt, self._output, strict=True)]
+        self._hashes = workload.prefix_hashes
+        self._ttft: list[float | None] = [None] * n
         self._states: list[list[float] | None] = [None] * n
         self._heap: list[tuple] = []
         self._seq = 0
         self.records = Records(
             arrival_s=workload.arrival_s.copy(), finish_s=np.full(n, np.nan),
             latency_ms=np.full(n, np.nan), replica=np.full(n, -1, dtype=np.int16),
-            outcome=np.zeros(n, dtype=np.int8),
+            outcome=np.zeros(n, dtype=np.int8), ttft_ms=np.full(n, np.nan),
+            prompt_tokens=workload.prompt_tokens.copy(), output_tokens=workload.output_tokens.copy(),
+            hit_blocks=np.zeros(n, dtype=np.int32),
         )
         self._observe = getattr(policy, "observe", None)
         self.context = SimContext(self)
@@ -136,7 +157,10 @@ class Simulation:
     def _route(self, rid: int, t: float) -> None:
         replicas = self.replicas
         self.window.arrival(t)
-        body = select_body(replicas, self.window, t)
+        request = {"prompt_tokens": self._prompt[rid], "max_tokens": self._output[rid]}
+        if self._hashes is not None:
+            request["prefix_hashes"] = self._hashes[rid]
+        body = select_body(replicas, self.window, t, request)
         state = raw_state(body, host_signals(replicas, t, self.day_s, self.day_phase))
         self.current_state = state
         self._states[rid] = state
@@ -148,10 +172,9 @@ class Simulation:
         if r.failing:
             r.failing_inflight += 1
             self._push(t + self.fail_s, _FAILED, rid, 1)
-        elif r.full():
+        elif r.full() or not r.fits(rid):
             self._push(t + self.reject_s, _FAILED, rid, 0)
-        else:
-            r.admit(t, rid, r.spec.work(self._prompt[rid], self._output[rid]), self._kv[rid])
+        elif r.admit(t, rid):
             self._push_replica(r)
 
     def _process(self, entry: tuple) -> None:
@@ -161,7 +184,10 @@ class Simulation:
             r = self.replicas[a]
             if b != r.version:
                 return  # superseded by a later reschedule
-            for rid in r.pop_finished(t, self._kv):
+            first, done = r.step(t)
+            if first >= 0:
+                self._ttft[first] = (t - self._arrival[first]) * 1000.0
+            for rid in done:
                 self._finish(rid, t, OK)
             self._push_replica(r)
         elif kind == _FAILED:
@@ -192,8 +218,13 @@ class Simulation:
         rec.latency_ms[rid] = latency
         rec.outcome[rid] = outcome
         ok = outcome == OK
+        ttft = self._ttft[rid] if ok else None
+        if ok:
+            rec.ttft_ms[rid] = ttft
+            rec.hit_blocks[rid] = self.jobs.hit_blocks[rid]
         self.window.completion(t, latency, ok)
         state, self._states[rid] = self._states[rid], None
         if self._observe is not None:
             loads = replica_loads(self.replicas)
-            self._observe(experience_body(state, int(rec.replica[rid]), latency, ok, loads))
+            self._observe(experience_body(state, int(rec.replica[rid]), latency, ok, loads,
+                                          ttft, self._prompt[rid], self._output[rid]))

@@ -1,7 +1,8 @@
-"""Latency, failure and traffic-share metrics of a run, and their spread over seeds.
+"""Latency (time to first token, end to end), failure, cache and traffic-share metrics of a
+run, and their spread over seeds.
 
 Latency percentiles are over successful requests; failures are counted separately
-(a fast error must not look like a fast answer).
+(a fast error must not look like a fast answer). ``mean_ms``/``p50_ms``/... are end to end.
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ import numpy as np
 
 from simulator.engine import ERRORED, REJECTED, Records
 
-SCALARS = ("mean_ms", "p50_ms", "p90_ms", "p99_ms", "failure_rate", "rejected_rate",
-           "errored_rate", "throughput_rps")
+SCALARS = ("mean_ms", "p50_ms", "p90_ms", "p99_ms", "ttft_mean_ms", "ttft_p50_ms",
+           "ttft_p90_ms", "ttft_p99_ms", "tpot_mean_ms", "cache_hit_rate", "failure_rate",
+           "rejected_rate", "errored_rate", "throughput_rps")
 
 
 def run_metrics(records: Records, num_replicas: int) -> dict:
@@ -33,9 +35,36 @@ def run_metrics(records: Records, num_replicas: int) -> dict:
         "rejected_rate": float((records.outcome == REJECTED).mean()) if n else 0.0,
         "errored_rate": float((records.outcome == ERRORED).mean()) if n else 0.0,
         "throughput_rps": float(ok.sum() / span) if span > 0 else 0.0,
+        **token_metrics(records),
         "routed_share": (routed / max(n, 1)).round(4).tolist(),
         "served_share": (served / max(int(ok.sum()), 1)).round(4).tolist(),
     }
+
+
+def token_metrics(records: Records) -> dict:
+    """TTFT percentiles and mean time per output token over successes, and the cache hit rate:
+    the share of successful requests' prompt blocks served from a replica's prefix cache."""
+    nan = float("nan")
+    out = {"ttft_mean_ms": nan, "ttft_p50_ms": nan, "ttft_p90_ms": nan, "ttft_p99_ms": nan,
+           "tpot_mean_ms": nan, "cache_hit_rate": 0.0}
+    if records.ttft_ms is None:
+        return out
+    ok = records.success
+    ttft = records.ttft_ms[ok]
+    if ttft.size:
+        pct = np.percentile(ttft, [50, 90, 99])
+        out.update(ttft_mean_ms=float(ttft.mean()), ttft_p50_ms=float(pct[0]),
+                   ttft_p90_ms=float(pct[1]), ttft_p99_ms=float(pct[2]))
+    # TPOT as vLLM defines it: (E2E - TTFT) / (output tokens - 1), for outputs of 2+ tokens.
+    decoded = ok & (records.output_tokens > 1)
+    if decoded.any():
+        tpot = ((records.latency_ms[decoded] - records.ttft_ms[decoded])
+                / (records.output_tokens[decoded] - 1))
+        out["tpot_mean_ms"] = float(tpot.mean())
+    blocks = int(records.prompt_blocks[ok].sum())
+    if blocks:
+        out["cache_hit_rate"] = float(records.hit_blocks[ok].sum() / blocks)
+    return out
 
 
 def aggregate(per_seed: list[dict]) -> dict:

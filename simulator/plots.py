@@ -1,4 +1,5 @@
-"""PNG plots of a benchmark: latency CDFs per policy and the learner's curve (Agg backend)."""
+"""PNG plots of a benchmark: TTFT and end-to-end latency CDFs per policy and the learner's
+curve (Agg backend)."""
 
 from __future__ import annotations
 
@@ -16,23 +17,27 @@ def _pyplot():  # imported lazily: the simulator itself needs no matplotlib
     return plt
 
 
-def latency_cdf(latencies: dict[str, np.ndarray], title: str, path: Path) -> Path:
-    """Empirical CDF of successful-request latency, one line per policy, log x axis."""
+def latency_cdf(latencies: dict[str, dict[str, np.ndarray]], title: str, path: Path) -> Path:
+    """Empirical CDFs of successful requests' TTFT and end-to-end latency side by side, one
+    line per policy, log x axis."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    colors = plt.get_cmap("tab10").colors
-    for i, (name, lat) in enumerate(latencies.items()):
-        if lat.size:
-            xs = np.sort(lat) / 1000.0
-            learner = name.startswith("dqn")  # the learner stands out: black, thick
-            ax.plot(xs, np.arange(1, xs.size + 1) / xs.size, label=name,
-                    lw=2.2 if learner else 1.3, color="black" if learner else colors[i % 10])
-    ax.set_xscale("log")
-    ax.set_xlabel("latency (s, log)")
-    ax.set_ylabel("fraction of successful requests")
-    ax.set_title(title)
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(loc="lower right", fontsize=8)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    colors = plt.get_cmap("tab20").colors
+    for ax, key, label in ((axes[0], "ttft", "time to first token"),
+                           (axes[1], "e2e", "end-to-end latency")):
+        for i, (name, lat) in enumerate(latencies.items()):
+            values = lat[key][~np.isnan(lat[key])] if key in lat else np.array([])
+            if values.size:
+                xs = np.sort(np.maximum(values, 1.0)) / 1000.0
+                learner = name.startswith("dqn")  # the learner stands out: black, thick
+                ax.plot(xs, np.arange(1, xs.size + 1) / xs.size, label=name,
+                        lw=2.2 if learner else 1.2, color="black" if learner else colors[i % 20])
+        ax.set_xscale("log")
+        ax.set_xlabel(f"{label} (s, log)")
+        ax.grid(alpha=0.3, which="both")
+    axes[0].set_ylabel("fraction of successful requests")
+    axes[1].legend(loc="lower right", fontsize=7)
+    fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -70,13 +75,14 @@ def write_plots(bench: object, out: Path) -> list[Path]:
     written: list[Path] = []
     for sc_name in bench.results:
         lat = {p: v for (s, p), v in bench.latencies.items() if s == sc_name}
-        written.append(latency_cdf(lat, f"{sc_name}: latency CDF (first seed)",
-                                   out / f"latency_cdf_{sc_name}.png"))
+        safe = "".join(c if c.isalnum() or c in "-_.@" else "_" for c in sc_name)
+        written.append(latency_cdf(lat, f"{sc_name}: latency CDFs (first seed)",
+                                   out / f"latency_cdf_{safe}.png"))
         policies = bench.results[sc_name]["policies"]
         for (s, p), curve in bench.curves.items():
             if s != sc_name:
                 continue
             lines = {n: v["aggregate"]["mean_ms"]["mean"] for n, v in policies.items() if n != p}
             written.append(learning_curve(curve, lines, f"{sc_name}: {p} learning curve",
-                                          out / f"learning_{p}_{sc_name}.png"))
+                                          out / f"learning_{p}_{safe}.png"))
     return written

@@ -17,7 +17,7 @@ from simulator.engine import Records, Simulation
 from simulator.metrics import aggregate, run_metrics, shift_metrics
 from simulator.policies import canonical_name, make_policy
 from simulator.scenarios import Scenario, get_scenario
-from simulator.workload import Workload, generate_workload
+from simulator.workload import Workload
 
 TRAIN_SEED_OFFSET = 1_000_003  # a learner's training traffic never repeats an eval seed
 ProgressFn = Callable[[float], None]
@@ -35,6 +35,7 @@ class RunResult:
     shift: dict | None = None
     curve: dict | None = None  # learning curve of a trainable policy
     info: dict | None = None  # a policy's effective configuration, if it describes one
+    learner: bool = False  # trained before evaluation (not a baseline)
     wall_s: float = 0.0
 
 
@@ -57,16 +58,17 @@ def train_policy(policy: Any, scenario: Scenario, seed: int,
     "train" (explore and learn), "online" (greedy, keeps learning) and "eval" (greedy, frozen).
     """
     stationary = scenario.stationary()
-    workload = generate_workload(stationary.workload_config(), policy.train_requests,
-                                 seed + TRAIN_SEED_OFFSET)
+    workload = stationary.workload(policy.train_requests, seed + TRAIN_SEED_OFFSET)
     policy.set_mode("train")
     simulate(stationary, workload, policy, seed + TRAIN_SEED_OFFSET, progress)
 
 
-def run_policy(scenario: Scenario | str, policy: Any, requests: int, seed: int,
+def run_policy(scenario: Scenario | str, policy: Any, requests: int | None, seed: int,
                progress: ProgressFn | None = None, **policy_kwargs: Any) -> RunResult:
-    """Train (if the policy learns), then evaluate it on ``requests`` paired requests."""
+    """Train (if the policy learns), then evaluate it on ``requests`` paired requests (None:
+    the scenario's default, a trace's length)."""
     sc = get_scenario(scenario) if isinstance(scenario, str) else scenario
+    requests = sc.default_requests if requests is None else requests
     if isinstance(policy, str):
         kwargs = dict(policy_kwargs)
         if canonical_name(policy) == "dqn":
@@ -86,10 +88,11 @@ def run_policy(scenario: Scenario | str, policy: Any, requests: int, seed: int,
     if trainable:
         train_policy(policy, sc, seed, scaled(0, train_n))
         policy.set_mode("online" if sc.nonstationary else "eval")
-    workload = generate_workload(sc.workload_config(), requests, seed)
+    workload = sc.workload(requests, seed)
     records = simulate(sc, workload, policy, seed, scaled(train_n, requests))
     describe = getattr(policy, "describe", None)
     result = RunResult(sc.name, name, seed, run_metrics(records, sc.num_replicas), records,
+                       learner=trainable,
                        curve=getattr(policy, "curve", None),
                        info=describe() if describe is not None else None)
     if sc.bad_replica is not None and sc.changes:
@@ -106,7 +109,8 @@ class Benchmark:
 
     config: dict
     results: dict = field(default_factory=dict)  # scenario -> policy -> summary
-    latencies: dict = field(default_factory=dict)  # (scenario, policy) -> first seed's ms
+    # (scenario, policy) -> {"e2e": ms, "ttft": ms} of the first seed's successful requests
+    latencies: dict = field(default_factory=dict)
     curves: dict = field(default_factory=dict)  # (scenario, policy) -> first seed's curve
 
     def to_json(self) -> dict:
@@ -143,42 +147,54 @@ class Progress:
             self.stream.flush()
 
 
-def benchmark(scenarios: Sequence[str], policies: Sequence[str], requests: int,
+def policy_kind(name: str, learner: bool) -> str:
+    """"learner" (trained before evaluation), "oracle" (reads the true speeds) or "baseline"."""
+    return "learner" if learner else ("oracle" if name == "oracle" else "baseline")
+
+
+def benchmark(scenarios: Sequence[str | Scenario], policies: Sequence[str], requests: int | None,
               seeds: Sequence[int], show_progress: bool = True,
               dqn_kwargs: dict | None = None,
               factories: dict[str, Callable[[int], Any]] | None = None) -> Benchmark:
     """Run every policy on every scenario for every seed; aggregate over seeds.
 
-    ``factories`` maps a policy name to ``seed -> context manager yielding a policy``, for
-    learners that need a fresh outside resource per run (the real service, through its API).
+    ``requests`` None: each scenario's default (a trace's length, else 20 000). ``factories``
+    maps a policy name to ``seed -> context manager yielding a policy``, for learners that need
+    a fresh outside resource per run (the real service, through its API).
     """
     factories = dict(factories or {})
     policies = [p if p in factories else canonical_name(p) for p in policies]
     dqn_kwargs = dict(dqn_kwargs or {})
     learners = {"dqn", *factories}
     train_n = int(dqn_kwargs.get("train_requests", 10_000)) if learners & set(policies) else 0
-    per_run = {p: requests + (train_n if p in learners else 0) for p in policies}
-    bar = Progress(sum(per_run.values()) * len(scenarios) * len(seeds)) if show_progress else None
-    bench = Benchmark(config={"scenarios": list(scenarios), "policies": policies,
+    scs = [get_scenario(s) if isinstance(s, str) else s for s in scenarios]
+    sizes = {sc.name: sc.default_requests if requests is None else requests for sc in scs}
+    per_run = {(sc.name, p): sizes[sc.name] + (train_n if p in learners else 0)
+               for sc in scs for p in policies}
+    bar = Progress(sum(per_run.values()) * len(seeds)) if show_progress else None
+    bench = Benchmark(config={"scenarios": [sc.name for sc in scs], "policies": policies,
                               "requests": requests, "seeds": list(seeds), "dqn": dqn_kwargs})
-    for sc_name in scenarios:
-        sc = get_scenario(sc_name)
+    for sc in scs:
+        sc_name = sc.name
         table: dict = {}
         for pol in policies:
             runs: list[RunResult] = []
             for seed in seeds:
-                cb = bar.task(per_run[pol], f"{sc_name} {pol} seed {seed}") if bar else None
+                cb = bar.task(per_run[(sc_name, pol)], f"{sc_name} {pol} seed {seed}") if bar else None
                 if pol in factories:
                     with factories[pol](seed) as learner:
-                        runs.append(run_policy(sc, learner, requests, seed, cb))
+                        runs.append(run_policy(sc, learner, sizes[sc_name], seed, cb))
                     continue
                 kwargs = dqn_kwargs if pol == "dqn" else {}
-                runs.append(run_policy(sc, pol, requests, seed, cb, **kwargs))
+                runs.append(run_policy(sc, pol, sizes[sc_name], seed, cb, **kwargs))
             first = runs[0]
-            bench.latencies[(sc_name, pol)] = first.records.latency_ms[first.records.success]
+            rec = first.records
+            bench.latencies[(sc_name, pol)] = {"e2e": rec.latency_ms[rec.success],
+                                               "ttft": rec.ttft_ms[rec.success]}
             if first.curve is not None:
                 bench.curves[(sc_name, pol)] = first.curve
             table[pol] = {
+                "kind": policy_kind(pol, first.learner or pol in learners),
                 "aggregate": aggregate([r.metrics for r in runs]),
                 "per_seed": [{"seed": r.seed, **r.metrics, "wall_s": round(r.wall_s, 2)}
                              for r in runs],
@@ -187,7 +203,9 @@ def benchmark(scenarios: Sequence[str], policies: Sequence[str], requests: int,
                 table[pol]["shift"] = [r.shift for r in runs]
             if first.info is not None:
                 table[pol]["config"] = first.info
-        bench.results[sc_name] = {"description": sc.description, "policies": table}
+        bench.results[sc_name] = {"description": sc.description,
+                                  "capacity_rps": round(sc.capacity_rps(), 4),
+                                  "load": sc.utilization, "policies": table}
     if bar:
         bar.close()
     return bench

@@ -1,16 +1,37 @@
 """Named cluster + traffic scenarios; offered load is set as a share of cluster capacity.
 
-Capacity is what a replica completes at a full batch; the diurnal cycle and short random
-bursts then swing the instantaneous load around the scenario's ``utilization``.
+Capacity (``ReplicaSpec.capacity_rps``, summed over replicas) is what the cluster completes
+with every batch full and no prefix-cache hits. Synthetic traffic then swings around the
+scenario's ``utilization`` (diurnal cycle, bursts); a trace keeps its own ups and downs.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from simulator.cluster import ReplicaSpec
+import numpy as np
+
+from simulator.cluster import BLOCK_TOKENS, ReplicaSpec
 from simulator.engine import ClusterEvent
-from simulator.workload import WorkloadConfig, mean_tokens
+from simulator.replay import NAMED_TRACES, cached_trace, replay, trace_path
+from simulator.workload import Workload, WorkloadConfig, generate_workload, token_samples
+
+SYNTHETIC_REQUESTS = 20_000  # evaluation requests of a synthetic scenario unless asked otherwise
+TRACE_LOAD = 0.75  # default offered load of a trace replay
+
+# The trace scenarios' fleet: a 70B-class model (FP8 weights, BF16 KV cache: 160 MiB per
+# 512-token block) served by vLLM with tensor parallelism on 4-GPU nodes of three generations.
+# Decode is memory-bound and follows HBM bandwidth (H100 SXM 3.35 TB/s, A100 2.0, L40S 0.86);
+# prefill is compute-bound, where the older nodes fall further behind. KV blocks: 90 % of
+# GPU memory minus weights and activations. Rates are the H100 node's: 60 tok/s for one
+# sequence alone, 12 000 prompt tok/s.
+H100 = ReplicaSpec(speed=1.0, prefill_speed=1.0, max_batch=64, max_backlog=128,
+                   kv_blocks=1250, gpu="4xH100-80GB")
+A100 = ReplicaSpec(speed=0.6, prefill_speed=0.33, max_batch=64, max_backlog=128,
+                   kv_blocks=1250, gpu="4xA100-80GB")
+L40S = ReplicaSpec(speed=0.25, prefill_speed=0.25, max_batch=32, max_backlog=64,
+                   kv_blocks=560, gpu="4xL40S-48GB")
+TRACE_FLEET = (H100, H100, A100, L40S)
 
 
 @dataclass(frozen=True)
@@ -19,43 +40,65 @@ class Scenario:
 
     name: str
     description: str
-    speeds: tuple[float, ...]
-    utilization: float  # mean offered load / cluster capacity at full batches
+    utilization: float  # mean offered load / cluster capacity (see the module docstring)
+    speeds: tuple[float, ...] = ()  # synthetic clusters: one ReplicaSpec per speed
     replica: ReplicaSpec = field(default_factory=ReplicaSpec)
     # Per-replica batch limits (KV-cache size differs across GPU generations); () = all alike.
     max_batches: tuple[int, ...] = ()
+    fleet: tuple[ReplicaSpec, ...] = ()  # explicit replicas (trace scenarios), instead of speeds
     traffic: WorkloadConfig = field(default_factory=WorkloadConfig)
+    trace: str | None = None  # a trace name (NAMED_TRACES) or path: replayed instead of traffic
     # (fraction of the run, kind, replica, value): see engine.ClusterEvent
     changes: tuple[tuple[float, str, int, float], ...] = ()
     bad_replica: int | None = None  # the replica a good policy should move traffic off
 
     @property
     def num_replicas(self) -> int:
-        return len(self.speeds)
+        return len(self.fleet) or len(self.speeds)
 
     @property
     def nonstationary(self) -> bool:
         """True when the cluster changes during the run (an online learner must adapt)."""
         return bool(self.changes)
 
+    @property
+    def default_requests(self) -> int:
+        """Evaluation requests when none are asked for: a trace once, else 20 000."""
+        return len(cached_trace(str(trace_path(self.trace)))) if self.trace else SYNTHETIC_REQUESTS
+
     def replica_specs(self) -> list[ReplicaSpec]:
+        if self.fleet:
+            return list(self.fleet)
         batches = self.max_batches or (self.replica.max_batch,) * len(self.speeds)
-        return [replace(self.replica, speed=s, max_batch=b)
+        # KV memory for 4 blocks (2 048 tokens) per batch slot: the batch limit binds first.
+        return [replace(self.replica, speed=s, max_batch=b, kv_blocks=4 * b)
                 for s, b in zip(self.speeds, batches, strict=True)]
 
-    def mean_work(self) -> float:
-        """Mean cost of a request in decode-token units."""
-        prompt, output = mean_tokens(self.traffic)
-        return self.replica.work(prompt, output)
+    def token_samples(self) -> tuple[np.ndarray, np.ndarray]:
+        """(prompt, output) tokens that define the mean request: the whole trace, or draws."""
+        if self.trace:
+            tr = cached_trace(str(trace_path(self.trace)))
+            return tr.prompt_tokens, tr.output_tokens
+        return token_samples(self.traffic)
 
     def capacity_rps(self) -> float:
-        """Requests/s the healthy cluster completes with every batch full."""
-        work = self.mean_work()
-        return sum(s.capacity_rps(work) for s in self.replica_specs())
+        """Requests/s the healthy cluster completes with every batch full, nothing cached."""
+        prompt, output = self.token_samples()
+        decode = float(np.maximum(output - 1, 0).mean())
+        blocks = float(np.mean(-(-(prompt + output) // BLOCK_TOKENS)))
+        return sum(s.capacity_rps(float(prompt.mean()), decode, blocks)
+                   for s in self.replica_specs())
 
     def workload_config(self) -> WorkloadConfig:
-        """The traffic with its mean rate set from ``utilization``."""
+        """The synthetic traffic with its mean rate set from ``utilization``."""
         return replace(self.traffic, rate_rps=self.utilization * self.capacity_rps())
+
+    def workload(self, n: int, seed: int) -> Workload:
+        """``n`` requests of this scenario's traffic for ``seed`` (the same for every policy)."""
+        if self.trace:
+            tr = cached_trace(str(trace_path(self.trace)))
+            return replay(tr, n, seed, self.utilization * self.capacity_rps())
+        return generate_workload(self.workload_config(), n, seed)
 
     def cluster_events(self, duration_s: float) -> list[ClusterEvent]:
         """The scenario's changes placed in a run that lasts ``duration_s``."""
@@ -65,6 +108,25 @@ class Scenario:
     def stationary(self) -> Scenario:
         """The same cluster without its changes (what a pre-trained agent has seen)."""
         return replace(self, changes=())
+
+    def at_load(self, load: float) -> Scenario:
+        """The same scenario at another offered load, named ``name@load``."""
+        return replace(self, name=f"{self.name}@{load:g}", utilization=load)
+
+
+def trace_scenario(name: str, load: float = TRACE_LOAD) -> Scenario:
+    """``trace:<name or path>``: the trace replayed on the mixed fleet at ``load``."""
+    path = trace_path(name)
+    if name not in NAMED_TRACES and not path.is_file():
+        known = ", ".join(f"trace:{n}" for n in NAMED_TRACES)
+        raise KeyError(f"no trace {name!r}: use {known} or trace:<path of a .csv or .jsonl file>")
+    return Scenario(
+        f"trace:{name}",
+        f"{path.name} replayed on 4 replicas of three GPU generations (2 x 4xH100, 4xA100, "
+        f"4xL40S) at {load:.0%} of capacity; arrivals and tokens from the trace"
+        + (", prefixes from its block hashes." if path.suffix != ".csv" else "."),
+        utilization=load, fleet=TRACE_FLEET, trace=name,
+    )
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -115,9 +177,14 @@ SCENARIOS: dict[str, Scenario] = {
 }
 
 
+SCENARIOS.update({f"trace:{n}": trace_scenario(n) for n in NAMED_TRACES})
+
+
 def get_scenario(name: str) -> Scenario:
-    """Look a scenario up by name, with the list of names in the error."""
-    try:
+    """Look a scenario up by name (``trace:<path>`` replays any trace file), with the list of
+    names in the error."""
+    if name in SCENARIOS:
         return SCENARIOS[name]
-    except KeyError:
-        raise KeyError(f"unknown scenario {name!r}; known: {', '.join(SCENARIOS)}") from None
+    if name.startswith("trace:"):
+        return trace_scenario(name.split(":", 1)[1])
+    raise KeyError(f"unknown scenario {name!r}; known: {', '.join(SCENARIOS)}, trace:<path>")

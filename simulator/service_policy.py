@@ -16,6 +16,10 @@ import requests
 
 from simulator.dqn_policy import add_curve_point
 
+# The service's /select_replica takes the original specification's five fields; the simulator's
+# additions (``replicas``, ``request``) stay on the gateway's side.
+SELECT_FIELDS = ("replica_loads", "queue_depth", "recent_latency_ms", "current_rps", "success_rate")
+
 
 class ServicePolicy:
     """The `Policy` interface (start/choose/observe/set_mode) backed by a running service."""
@@ -51,7 +55,8 @@ class ServicePolicy:
         self.mode = mode
 
     def choose(self, request_fields: dict, rng: np.random.Generator) -> int:
-        response = self.http.post(f"{self.base_url}/select_replica", json=request_fields,
+        body = {key: request_fields[key] for key in SELECT_FIELDS if key in request_fields}
+        response = self.http.post(f"{self.base_url}/select_replica", json=body,
                                   timeout=self.timeout_s)
         response.raise_for_status()
         decision = response.json()

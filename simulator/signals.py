@@ -1,7 +1,8 @@
-"""What the gateway can see: sliding-window metrics and the seed's request bodies.
+"""What the gateway can see: sliding-window metrics, the original specification's request
+bodies, and what vLLM replicas' /metrics and the request itself add.
 
 ``replica_loads`` are counts (running + waiting requests per replica, clipped to 0-100):
-the gateway knows its own in-flight counts, never a replica's capacity.
+the gateway knows its own in-flight counts, never a replica's capacity or cache contents.
 """
 
 from __future__ import annotations
@@ -61,33 +62,62 @@ def replica_loads(replicas: list[Replica]) -> list[int]:
     return [min(100, r.load) for r in replicas]
 
 
-def select_body(replicas: list[Replica], window: Window, now: float) -> dict:
-    """The seed's ``POST /select_replica`` body, exactly its five fields."""
+def select_body(replicas: list[Replica], window: Window, now: float,
+                request: dict | None = None) -> dict:
+    """The original specification's ``POST /select_replica`` body (its five fields first),
+    plus ``replicas`` and, when given, ``request`` (prompt_tokens, max_tokens and, if the
+    workload knows them, prefix_hashes).
+
+    ``replicas`` holds per replica what its vLLM /metrics reports: ``running``
+    (vllm:num_requests_running), ``waiting`` (vllm:num_requests_waiting), ``kv_cache_usage``
+    (vllm:kv_cache_usage_perc: blocks held by running requests; cached free blocks do not
+    count), and ``load``, the unclipped count behind ``replica_loads``.
+    """
     latency, rps, success = window.stats(now)
-    waiting = sum(len(r.queue) for r in replicas)
-    return {
-        "replica_loads": replica_loads(replicas),
-        "queue_depth": _clip100(float(waiting)),
+    loads: list[int] = []
+    metrics: list[dict] = []
+    queued = 0
+    for r in replicas:  # one pass: this runs for every routed request
+        running = len(r.decoding) + (r.pf_rid >= 0)
+        waiting = len(r.waiting)
+        load = running + waiting + r.failing_inflight
+        queued += waiting
+        loads.append(load if load < 100 else 100)
+        cache = r.cache
+        metrics.append({"name": r.name, "load": load, "running": running, "waiting": waiting,
+                        "kv_cache_usage": (len(cache.ref) + cache.anon) / cache.capacity})
+    body = {
+        "replica_loads": loads,
+        "queue_depth": _clip100(float(queued)),
         "recent_latency_ms": latency,
         "current_rps": rps,
         "success_rate": success,
+        "replicas": metrics,
     }
+    if request is not None:
+        body["request"] = request
+    return body
 
 
 def host_signals(replicas: list[Replica], now: float, day_s: float,
                  day_phase: float) -> tuple[float, float, float]:
     """(memory, cpu, time_of_day) in 0-1, the fields the service adds itself.
 
-    memory is KV-cache reservation across the cluster, cpu the share of batch slots busy.
+    memory is the KV memory held by running requests across the cluster, cpu the share of
+    batch slots busy.
     """
-    kv = sum(r.kv_used for r in replicas) / sum(r.spec.kv_tokens for r in replicas)
-    slots = sum(len(r.active) for r in replicas) / sum(r.spec.max_batch for r in replicas)
+    used = blocks = running = slots = 0
+    for r in replicas:
+        used += len(r.cache.ref) + r.cache.anon
+        blocks += r.cache.capacity
+        running += len(r.decoding) + (r.pf_rid >= 0)
+        slots += r.spec.max_batch
     tod = (now / day_s + day_phase) % 1.0
-    return min(1.0, kv), min(1.0, slots), tod
+    return min(1.0, used / blocks), min(1.0, running / slots), tod
 
 
 def raw_state(body: dict, host: tuple[float, float, float]) -> list[float]:
-    """The seed's N + 7 state: loads, queue, latency (s), rps, success, mem, cpu, tod."""
+    """The specification's N + 7 state: loads, queue, latency (s), rps, success, mem, cpu, tod."""
     return [
         *(float(x) for x in body["replica_loads"]),
         float(body["queue_depth"]),
@@ -99,12 +129,18 @@ def raw_state(body: dict, host: tuple[float, float, float]) -> list[float]:
 
 
 def experience_body(state: list[float], action: int, latency_ms: float, success: bool,
-                    loads_after: list[int]) -> dict:
-    """The seed's ``POST /record_experience`` body for one completed request."""
+                    loads_after: list[int], ttft_ms: float | None = None,
+                    prompt_tokens: int = 0, output_tokens: int = 0) -> dict:
+    """The original specification's ``POST /record_experience`` body for one completed
+    request (its five fields first; latency_ms is end to end), plus ``ttft_ms`` (None for a
+    failed request), ``prompt_tokens`` and ``output_tokens``."""
     return {
         "state": state,
         "action": action,
         "latency_ms": latency_ms,
         "success": success,
         "replica_loads": loads_after,
+        "ttft_ms": ttft_ms,
+        "prompt_tokens": prompt_tokens,
+        "output_tokens": output_tokens,
     }

@@ -34,12 +34,14 @@ class WorkloadConfig:
 
 @dataclass
 class Workload:
-    """Arrival times (s) and token lengths of every request, in arrival order."""
+    """Arrival times (s) and token lengths of every request, in arrival order; with a trace
+    that has them, each prompt's 512-token block hashes (equal leading hashes: a shared prefix)."""
 
     arrival_s: np.ndarray
     prompt_tokens: np.ndarray
     output_tokens: np.ndarray
     duration_s: float = field(default=0.0)
+    prefix_hashes: list[tuple[int, ...]] | None = None
 
     def __len__(self) -> int:
         return int(self.arrival_s.shape[0])
@@ -51,11 +53,17 @@ def _tokens(rng: np.random.Generator, n: int, median: float, sigma: float,
     return np.clip(np.rint(raw), clip[0], clip[1]).astype(np.int64)
 
 
-def mean_tokens(cfg: WorkloadConfig, samples: int = 200_000) -> tuple[float, float]:
-    """Mean (prompt, output) tokens of the clipped distributions, by fixed-seed sampling."""
+def token_samples(cfg: WorkloadConfig, samples: int = 200_000) -> tuple[np.ndarray, np.ndarray]:
+    """(prompt, output) tokens drawn from the clipped distributions with a fixed seed."""
     rng = np.random.default_rng(12345)
     prompt = _tokens(rng, samples, cfg.prompt_median, cfg.prompt_sigma, cfg.prompt_clip)
     output = _tokens(rng, samples, cfg.output_median, cfg.output_sigma, cfg.output_clip)
+    return prompt, output
+
+
+def mean_tokens(cfg: WorkloadConfig, samples: int = 200_000) -> tuple[float, float]:
+    """Mean (prompt, output) tokens of the clipped distributions, by fixed-seed sampling."""
+    prompt, output = token_samples(cfg, samples)
     return float(prompt.mean()), float(output.mean())
 
 

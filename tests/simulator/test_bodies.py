@@ -1,4 +1,5 @@
-"""Request bodies are exactly the seed's: select_replica, record_experience, the N + 7 state."""
+"""Request bodies: the specification's select_replica, record_experience and N + 7 state, field
+for field, plus what a gateway learns from vLLM replicas and the request itself."""
 
 from __future__ import annotations
 
@@ -12,11 +13,13 @@ from simulator.runner import simulate
 from simulator.scenarios import get_scenario
 from simulator.workload import generate_workload
 
-# The seed's example bodies (seed/rl_agent_service.md), field for field.
+# The specification's example bodies (docs/original-specification.md), field for field.
 SEED_SELECT = {"replica_loads": [5, 3, 7], "queue_depth": 12, "recent_latency_ms": 280.5,
                "current_rps": 8.2, "success_rate": 0.98}
 SEED_EXPERIENCE = {"state": [5, 3, 7, 12, 0.28, 8.2, 0.98, 0.5, 0.4, 0.5], "action": 1,
                    "latency_ms": 265.3, "success": True, "replica_loads": [5, 4, 7]}
+ADDED_SELECT = ["replicas", "request"]
+ADDED_EXPERIENCE = ["ttft_ms", "prompt_tokens", "output_tokens"]
 
 
 class Recorder(LeastLoadedPolicy):
@@ -36,12 +39,11 @@ class Recorder(LeastLoadedPolicy):
         self.experiences.append(experience)
 
 
-@pytest.fixture(scope="module", params=["heterogeneous", "outage"])
+@pytest.fixture(scope="module", params=["heterogeneous", "outage", "trace:mooncake-synthetic"])
 def recorded(request: pytest.FixtureRequest) -> tuple[Recorder, int]:
     sc = get_scenario(request.param)
     policy = Recorder()
-    wl = generate_workload(sc.workload_config(), 3000, seed=0)
-    simulate(sc, wl, policy, seed=0)
+    simulate(sc, sc.workload(3000, seed=0), policy, seed=0)
     return policy, sc.num_replicas
 
 
@@ -53,10 +55,11 @@ def _same_shape(value: object, example: object) -> bool:
     return isinstance(value, list)
 
 
-def test_select_body_has_exactly_the_seed_fields(recorded: tuple[Recorder, int]) -> None:
+def test_select_body_has_the_specification_fields_then_the_added_ones(
+        recorded: tuple[Recorder, int]) -> None:
     policy, n = recorded
     for body in policy.bodies[::97]:
-        assert list(body) == list(SEED_SELECT)
+        assert list(body) == list(SEED_SELECT) + ADDED_SELECT
         assert all(_same_shape(body[k], v) for k, v in SEED_SELECT.items())
         assert len(body["replica_loads"]) == n
         assert all(isinstance(x, int) and 0 <= x <= 100 for x in body["replica_loads"])
@@ -64,7 +67,7 @@ def test_select_body_has_exactly_the_seed_fields(recorded: tuple[Recorder, int])
         assert body["recent_latency_ms"] >= 0 and body["current_rps"] >= 0
 
 
-def test_raw_state_is_seed_order_with_latency_in_seconds(recorded: tuple[Recorder, int]) -> None:
+def test_raw_state_is_in_specification_order_with_latency_in_seconds(recorded: tuple[Recorder, int]) -> None:
     policy, n = recorded
     for body, state in list(zip(policy.bodies, policy.states, strict=True))[::97]:
         assert len(state) == n + 7
@@ -76,11 +79,42 @@ def test_raw_state_is_seed_order_with_latency_in_seconds(recorded: tuple[Recorde
         assert all(math.isfinite(v) for v in state)
 
 
-def test_experience_body_has_exactly_the_seed_fields(recorded: tuple[Recorder, int]) -> None:
+def test_replicas_report_what_vllm_metrics_would(recorded: tuple[Recorder, int]) -> None:
+    policy, n = recorded
+    for body in policy.bodies[::97]:
+        reps = body["replicas"]
+        assert [r["name"] for r in reps] == [f"r{i}" for i in range(n)]
+        for r, clipped in zip(reps, body["replica_loads"], strict=True):
+            assert list(r) == ["name", "load", "running", "waiting", "kv_cache_usage"]
+            assert min(100, r["load"]) == clipped and r["load"] >= r["running"] + r["waiting"]
+            assert 0.0 <= r["kv_cache_usage"] <= 1.0
+        assert body["queue_depth"] == min(100, sum(r["waiting"] for r in reps))
+    assert any(r["kv_cache_usage"] > 0 for b in policy.bodies for r in b["replicas"])
+
+
+def test_request_carries_tokens_and_prefix_hashes_only_when_the_trace_has_them(
+        recorded: tuple[Recorder, int]) -> None:
+    policy, _ = recorded
+    with_prefix = "prefix_hashes" in policy.bodies[0]["request"]
+    for body in policy.bodies[::97]:
+        req = body["request"]
+        assert set(req) == {"prompt_tokens", "max_tokens"} | ({"prefix_hashes"} if with_prefix else set())
+        assert req["prompt_tokens"] >= 0 and req["max_tokens"] >= 0
+        if with_prefix:
+            assert len(req["prefix_hashes"]) == -(-req["prompt_tokens"] // 512)
+
+
+def test_experience_body_has_the_specification_fields_then_the_added_ones(
+        recorded: tuple[Recorder, int]) -> None:
     policy, n = recorded
     assert len(policy.experiences) == len(policy.bodies)  # one report per request
     for exp in policy.experiences[::97]:
-        assert list(exp) == list(SEED_EXPERIENCE)
+        assert list(exp) == list(SEED_EXPERIENCE) + ADDED_EXPERIENCE
+        if exp["success"]:
+            assert 0 <= exp["ttft_ms"] <= exp["latency_ms"]
+        else:
+            assert exp["ttft_ms"] is None
+        assert exp["prompt_tokens"] >= 0 and exp["output_tokens"] >= 0
         assert all(_same_shape(exp[k], v) for k, v in SEED_EXPERIENCE.items())
         assert len(exp["state"]) == n + 7 and len(exp["replica_loads"]) == n
         assert 0 <= exp["action"] < n and exp["latency_ms"] >= 0

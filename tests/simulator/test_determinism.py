@@ -11,7 +11,8 @@ from simulator.workload import generate_workload
 
 def _same(a, b) -> bool:
     return all(np.array_equal(getattr(a, f), getattr(b, f), equal_nan=True)
-               for f in ("arrival_s", "finish_s", "latency_ms", "replica", "outcome"))
+               for f in ("arrival_s", "finish_s", "latency_ms", "replica", "outcome", "ttft_ms",
+                         "hit_blocks"))
 
 
 def test_same_seed_gives_identical_records() -> None:
@@ -20,6 +21,15 @@ def test_same_seed_gives_identical_records() -> None:
         second = run_policy("outage", policy, 3000, seed=5)
         assert _same(first.records, second.records)
         assert first.metrics == second.metrics
+
+
+def test_same_seed_same_trace_replay() -> None:
+    for policy in ("p2c", "least_loaded"):
+        first = run_policy("trace:mooncake-synthetic", policy, 1500, seed=4)
+        second = run_policy("trace:mooncake-synthetic", policy, 1500, seed=4)
+        assert _same(first.records, second.records) and first.metrics == second.metrics
+    other = run_policy("trace:mooncake-synthetic", "least_loaded", 1500, seed=5)
+    assert not np.array_equal(other.records.prompt_tokens, first.records.prompt_tokens)
 
 
 def test_different_seeds_differ() -> None:

@@ -37,7 +37,7 @@ def test_dqn_trains_on_its_budget_then_evaluates_frozen(trained: tuple) -> None:
     ticks = 3000 // policy.train_every  # the first few find fewer than batch_size stored
     assert (ticks - 4) * policy.steps_per_train <= policy.agent.steps_done == len(policy.losses)
     assert policy.agent.steps_done <= ticks * policy.steps_per_train
-    assert policy.agent.epsilon < 0.1  # the seed's decay ran during training
+    assert policy.agent.epsilon < 0.1  # the specification's decay ran during training
 
 
 def test_dqn_records_a_learning_curve_and_its_config(trained: tuple) -> None:

@@ -22,11 +22,13 @@ class FakeService:
     def __init__(self) -> None:
         self.headers: dict = {}
         self.trains: list[dict] = []
+        self.selects: list[dict] = []
         self.steps = 0
 
     def post(self, url: str, json: dict | None = None, params: dict | None = None,
              timeout: float = 0) -> FakeResponse:
         if url.endswith("/select_replica"):
+            self.selects.append(json)
             return FakeResponse({"policy": "dqn", "decision_id": f"d{len(self.trains)}", "replica_idx": 0})
         if url.endswith("/record_experience"):
             return FakeResponse({"rewards": [0.5] * len(json["experiences"])}, 201)
@@ -85,3 +87,14 @@ def test_eval_mode_decides_without_reporting_or_training() -> None:
     steps = service.steps
     route(policy, context, 100)
     assert policy.reported == 40 and service.steps == steps
+
+
+def test_only_the_fields_the_service_accepts_are_sent() -> None:
+    policy, service, context = make_policy()
+    body = {"replica_loads": [1, 0, 2], "queue_depth": 0.0, "recent_latency_ms": 10.0,
+            "current_rps": 1.0, "success_rate": 1.0,
+            "replicas": [{"name": "r0", "load": 1, "running": 1, "waiting": 0, "kv_cache_usage": 0.1}],
+            "request": {"prompt_tokens": 10, "max_tokens": 5, "prefix_hashes": [1]}}
+    policy.choose(body, None)
+    assert service.selects == [{k: body[k] for k in list(body)[:5]}]
+    assert "replicas" in body  # the caller's body is left as it was
