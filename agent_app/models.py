@@ -6,7 +6,7 @@ from django.db import models
 
 
 class AgentState(models.Model):
-    """The one row the trainer publishes to and every web worker polls (DESIGN decision 1)."""
+    """The one row the trainer publishes to and every web worker polls (docs/design.md, decision 1)."""
 
     epsilon = models.FloatField(default=1.0)
     steps_done = models.BigIntegerField(default=0)
@@ -54,7 +54,17 @@ class Experience(models.Model):
 
 
 class Checkpoint(models.Model):
-    """A checkpoint file written to MODEL_PATH's folder; the newest that loads is used at start."""
+    """One checkpoint file in MODEL_PATH's folder (one row per file); the newest that loads is used
+    at start. Size and sha256 are recorded at save time so any process can spot a damaged file
+    without torch; `status` says what the last check found."""
+
+    OK, MISSING, DAMAGED, INCOMPATIBLE = "ok", "missing", "damaged", "incompatible"
+    STATUSES = [
+        (OK, "ok"),
+        (MISSING, "file missing"),
+        (DAMAGED, "file damaged"),
+        (INCOMPATIBLE, "another architecture"),
+    ]
 
     version = models.PositiveIntegerField()
     steps_done = models.BigIntegerField()
@@ -63,10 +73,16 @@ class Checkpoint(models.Model):
     avg_reward = models.FloatField(null=True, blank=True)
     path = models.CharField(max_length=500)
     created_at = models.DateTimeField(auto_now_add=True)
+    size = models.BigIntegerField(null=True, blank=True)  # bytes written; null: not recorded
+    sha256 = models.CharField(max_length=64, blank=True, default="")  # of the file as written
+    status = models.CharField(max_length=16, choices=STATUSES, default=OK)
+    problem = models.TextField(blank=True, default="")  # what the check found, for the operator
+    checked_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
         get_latest_by = "created_at"
+        constraints = [models.UniqueConstraint(fields=["path"], name="one_checkpoint_row_per_file")]
 
     def __str__(self) -> str:
         return f"v{self.version} at {self.steps_done} steps"

@@ -1,15 +1,17 @@
 """Atomic, versioned agent checkpoints holding only tensors, numbers and JSON strings, loaded
-with `torch.load(weights_only=True)`: loading can never run code (DESIGN decision 9)."""
+with `torch.load(weights_only=True)`: loading can never run code (docs/design.md, decision 9)."""
 
 from __future__ import annotations
 
 import json
 import os
 import pickle
+import shutil
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
@@ -63,11 +65,22 @@ def save_checkpoint(
         "rng_state": json.dumps(agent.rng.bit_generator.state),
         "extra": json.dumps(extra or {}),
     }
+    return _write_atomically(target, lambda handle: torch.save(payload, handle))
+
+
+def copy_checkpoint(source: str | os.PathLike[str], path: str | os.PathLike[str]) -> Path:
+    """Copy a checkpoint file to `path` atomically, byte for byte (MODEL_PATH from a versioned file)."""
+    with open(source, "rb") as origin:
+        return _write_atomically(Path(path), lambda handle: shutil.copyfileobj(origin, handle))
+
+
+def _write_atomically(target: Path, write: Callable[[BinaryIO], object]) -> Path:
+    """Temp file beside `target`, fsync, rename, fsync the folder: a reader sees old or new, whole."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, target)

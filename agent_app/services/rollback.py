@@ -1,6 +1,7 @@
 """Roll back: serve an older checkpoint again, published the way training publishes; delete one.
 
-Both run under the training lease, so they never interleave with a training run or a
+Both run in the training worker (they read checkpoints with torch; the admin sends them through
+services/dispatch.py) under the training lease, so they never interleave with a training run or a
 checkpoint write. A rollback is a new model version (web workers reload on a version change)
 and never moves steps_done backwards; the operator's current epsilon is kept.
 """
@@ -8,8 +9,6 @@ and never moves steps_done backwards; the operator's current epsilon is kept.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,26 +17,27 @@ from django.db import transaction
 from django.utils import timezone
 
 from agent_app.models import AgentState, Checkpoint
-from agent_app.rl.checkpoint import CheckpointError, load_checkpoint, read_checkpoint
+from agent_app.rl.checkpoint import CheckpointError, copy_checkpoint, load_checkpoint, read_checkpoint
 from agent_app.rl.inference import weights_to_bytes
-from agent_app.services import checkpoints, operator_config, training
+from agent_app.services import checkpoint_health, checkpoints, operator_config, training
 from agent_app.services.lease import LeaseHeld, training_lease
+from agent_app.services.refusals import RollbackRefused
 
 log = logging.getLogger(__name__)
-
-
-class RollbackRefused(Exception):
-    """The checkpoint is gone or unreadable, or a trainer holds the lease."""
 
 
 def publish_checkpoint(*, checkpoint_id: int, username: str = "") -> dict[str, Any]:
     """Publish checkpoint `checkpoint_id` as the serving model (a new model version)."""
     checkpoint = _get(checkpoint_id)
+    unusable = checkpoint_health.usable_or_reason(checkpoint)  # missing, damaged: refused before torch
+    if unusable:
+        raise RollbackRefused(f"checkpoint v{checkpoint.version} cannot be loaded: {unusable}")
     try:
         with training_lease():
             try:
                 agent = load_checkpoint(checkpoint.path, expected_config=training.current_config())
             except CheckpointError as exc:
+                checkpoint_health.record(checkpoint, *checkpoints.verdict_of(exc))
                 raise RollbackRefused(f"checkpoint v{checkpoint.version} cannot be loaded: {exc}") from None
             AgentState.load()
             with transaction.atomic():
@@ -66,20 +66,20 @@ def publish_checkpoint(*, checkpoint_id: int, username: str = "") -> dict[str, A
             "checkpoint_version": checkpoint.version, "steps_done": state.steps_done}
 
 
-def delete_checkpoint(*, checkpoint_id: int, username: str = "") -> None:
+def delete_checkpoint(*, checkpoint_id: int, username: str = "") -> dict[str, Any]:
     """Delete the row and its file; MODEL_PATH is re-pointed if it held that checkpoint."""
     checkpoint = _get(checkpoint_id)
     try:
         with training_lease():
             path = Path(checkpoint.path)
             checkpoint.delete()
-            if not Checkpoint.objects.filter(path=checkpoint.path).exists():  # two saves of one version
-                path.unlink(missing_ok=True)
-            _repoint_model_path(checkpoint.version)
+            path.unlink(missing_ok=True)  # one row per file: nothing else points at it
+            _repoint_model_path(checkpoint)
     except LeaseHeld as exc:
         raise RollbackRefused(f"{exc}; checkpoint v{checkpoint.version} was not deleted") from None
     operator_config.record(username=username, field="checkpoint deleted",
                            old=f"v{checkpoint.version} ({checkpoint.path})", new="")
+    return {"version": checkpoint.version, "path": checkpoint.path}
 
 
 def _get(checkpoint_id: int) -> Checkpoint:
@@ -89,22 +89,21 @@ def _get(checkpoint_id: int) -> Checkpoint:
     return checkpoint
 
 
-def _repoint_model_path(deleted_version: int) -> None:
+def _repoint_model_path(deleted: Checkpoint) -> None:
     """MODEL_PATH is what a fresh start loads first: it must not bring a deleted checkpoint back."""
     model_path = Path(settings.MODEL_PATH)
     try:
-        if read_checkpoint(model_path)["extra"].get("model_version") != deleted_version:
-            return
-    except CheckpointError:
+        if deleted.sha256:  # MODEL_PATH is a byte copy of the newest checkpoint's file
+            held = checkpoint_health.fingerprint(model_path)[1] == deleted.sha256
+        else:
+            held = read_checkpoint(model_path)["extra"].get("model_version") == deleted.version
+    except (CheckpointError, OSError):
         return  # missing or unreadable: start-up skips it anyway
-    newest = next((Path(c.path) for c in Checkpoint.objects.order_by("-created_at", "-id")
-                   if Path(c.path).is_file()), None)
+    if not held:
+        return
+    newest = next((c for c in Checkpoint.objects.order_by("-created_at", "-id")
+                   if not checkpoint_health.usable_or_reason(c)), None)  # never a damaged file
     if newest is None:
         model_path.unlink(missing_ok=True)
         return
-    fd, temp = tempfile.mkstemp(dir=model_path.parent, prefix=f".{model_path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "wb") as out:
-        out.write(newest.read_bytes())
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(temp, model_path)
+    copy_checkpoint(newest.path, model_path)

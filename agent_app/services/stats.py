@@ -10,6 +10,7 @@ from django.db import DatabaseError, connection
 
 from agent_app.models import AgentState, ReplicaSelection
 from agent_app.replay import StoreUnavailable, get_replay_store
+from agent_app.services import checkpoint_health
 from agent_app.services.ab_testing import ab_results
 from agent_app.serving import policy_cache
 
@@ -27,7 +28,7 @@ def backends() -> dict[str, str]:
 
 
 def agent_stats() -> dict[str, Any]:
-    """The seed's /stats fields plus model version, selections, exploration and backends."""
+    """The original specification's /stats fields plus model version, selections, exploration and backends."""
     policy_cache.ensure_started()
     state = AgentState.load()
     store = get_replay_store()
@@ -75,9 +76,18 @@ def readiness() -> dict[str, Any]:
         checks["database"] = {"ok": False, "error": str(exc)}
     checks["replay_store"] = {"ok": get_replay_store().ping(), "backend": settings.REPLAY_STORE}
     checks["broker"] = _broker_check()
-    # Routing works without a model (least-loaded fallback): readiness needs the stores only.
+    checks["checkpoints"] = _checkpoint_check()
+    # Routing works without a model (least-loaded fallback): readiness needs the stores only, and a
+    # damaged checkpoint file is a detail to report, not a reason to stop serving.
     checks["ready"] = all(checks[name]["ok"] for name in ("database", "replay_store", "broker"))
     return checks
+
+
+def _checkpoint_check() -> dict[str, Any]:
+    try:
+        return checkpoint_health.summary()
+    except DatabaseError as exc:
+        return {"ok": False, "error": f"checkpoints not checked: {exc}"}
 
 
 def _broker_check() -> dict[str, Any]:

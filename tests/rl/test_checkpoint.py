@@ -186,3 +186,22 @@ def test_save_is_atomic_and_leaves_no_temporary_files(tmp_path: Path, monkeypatc
         save_checkpoint(agent, path)
     assert path.read_bytes() == good  # the old checkpoint is untouched
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pt"]
+
+
+def test_a_copy_is_written_atomically_byte_for_byte(tmp_path: Path, monkeypatch) -> None:
+    from agent_app.rl.checkpoint import copy_checkpoint
+
+    source = save_checkpoint(_trained_agent(steps=1), tmp_path / "a-v000001.pt")
+    target = copy_checkpoint(source, tmp_path / "a.pt")
+    assert target.read_bytes() == source.read_bytes()
+    _assert_same_agent(load_checkpoint(source), load_checkpoint(target))
+
+    def failing_fsync(fd: int) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+    before = target.read_bytes()
+    with pytest.raises(OSError, match="disk full"):
+        copy_checkpoint(tmp_path / "a-v000001.pt", target)
+    assert target.read_bytes() == before  # the copy in place is untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-v000001.pt", "a.pt"]
