@@ -6,7 +6,6 @@ is django-celery-beat's own admin; the dashboard is linked from the index.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from django import forms
@@ -17,13 +16,15 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
 
+from agent_app import periodic_tasks_admin  # noqa: F401  (beat's task pages, without importing torch)
 from agent_app.api.auth import create_api_key
 from agent_app.models import AgentConfig, ApiKey, Checkpoint, ConfigChange, Experience
 from agent_app.replay import StoreUnavailable, get_replay_store
 from agent_app.rl.config import routing_config
 from agent_app.rl.reward import RewardConfig
-from agent_app.services import operator_config, rollback
+from agent_app.services import checkpoint_health, dispatch, operator_config
 from agent_app.services.operator_config import CONFIG_FIELDS, EDITABLE, EPSILON, INTERVAL
+from agent_app.services.refusals import TrainingRefused, TrainingTimeout
 
 admin.site.site_header = "RL Agent Service"
 admin.site.site_title = "RL Agent Service"
@@ -144,15 +145,23 @@ class ConfigChangeAdmin(admin.ModelAdmin):
 @admin.register(Checkpoint)
 class CheckpointAdmin(admin.ModelAdmin):
     list_display = ("version", "steps_done", "epsilon", "loss", "avg_reward", "created_at", "on_disk")
-    readonly_fields = ("version", "steps_done", "epsilon", "loss", "avg_reward", "path", "created_at")
+    list_filter = ("status",)
+    readonly_fields = ("version", "steps_done", "epsilon", "loss", "avg_reward", "path", "created_at",
+                       "size", "sha256", "status", "problem", "checked_at")
     actions = ["publish", "delete_with_files"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    @admin.display(boolean=True, description="file on disk")
-    def on_disk(self, obj: Checkpoint) -> bool:
-        return Path(obj.path).is_file()
+    @admin.display(description="file on disk", ordering="status")
+    def on_disk(self, obj: Checkpoint) -> str:
+        # Checked as listed, without torch (size and sha256 recorded at save time): a damaged or
+        # missing file is shown here, and a rollback to it is refused.
+        checkpoint_health.check_row(obj)
+        if obj.status == Checkpoint.OK:
+            return "ok"
+        return format_html('<strong class="checkpoint-{}">{}</strong>: {}', obj.status,
+                           obj.get_status_display(), obj.problem)
 
     def get_actions(self, request: HttpRequest) -> dict[str, Any]:
         actions = super().get_actions(request)
@@ -165,10 +174,13 @@ class CheckpointAdmin(admin.ModelAdmin):
         if queryset.count() != 1:
             messages.error(request, "Select exactly one checkpoint to publish.")
             return
-        try:
-            result = rollback.publish_checkpoint(checkpoint_id=queryset.get().pk,
-                                                 username=request.user.get_username())
-        except rollback.RollbackRefused as exc:
+        try:  # on the training worker: loading a checkpoint needs torch, which web workers never import
+            result = dispatch.request_rollback(checkpoint_id=queryset.get().pk,
+                                               username=request.user.get_username())
+        except TrainingTimeout as exc:
+            messages.warning(request, f"Rollback queued: {exc}.")
+            return
+        except TrainingRefused as exc:
             messages.error(request, f"Rollback refused: {exc}.")
             return
         messages.success(
@@ -180,22 +192,29 @@ class CheckpointAdmin(admin.ModelAdmin):
 
     @admin.action(description="Delete the selected checkpoints and their files", permissions=["delete"])
     def delete_with_files(self, request: HttpRequest, queryset: Any) -> None:
-        deleted = 0
-        for checkpoint in queryset:
-            try:
-                rollback.delete_checkpoint(checkpoint_id=checkpoint.pk, username=request.user.get_username())
-                deleted += 1
-            except rollback.RollbackRefused as exc:
-                messages.error(request, f"Not deleted: {exc}.")
+        deleted = sum(self._delete(request, checkpoint) for checkpoint in queryset)
         if deleted:
             messages.success(request, f"Deleted {deleted} checkpoint(s) and their files.")
 
     def delete_model(self, request: HttpRequest, obj: Checkpoint) -> None:
-        rollback.delete_checkpoint(checkpoint_id=obj.pk, username=request.user.get_username())
+        self._delete(request, obj)
 
     def delete_queryset(self, request: HttpRequest, queryset: Any) -> None:
         for checkpoint in queryset:
-            rollback.delete_checkpoint(checkpoint_id=checkpoint.pk, username=request.user.get_username())
+            self._delete(request, checkpoint)
+
+    def _delete(self, request: HttpRequest, checkpoint: Checkpoint) -> bool:
+        """On the training worker, under the training lease; a refusal is shown, not raised."""
+        try:
+            dispatch.request_checkpoint_deletion(checkpoint_id=checkpoint.pk,
+                                                 username=request.user.get_username())
+        except TrainingTimeout as exc:
+            messages.warning(request, f"Deletion of checkpoint v{checkpoint.version} queued: {exc}.")
+            return False
+        except TrainingRefused as exc:
+            messages.error(request, f"Checkpoint v{checkpoint.version} not deleted: {exc}.")
+            return False
+        return True
 
 
 @admin.register(Experience)

@@ -14,7 +14,7 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from agent_app.outages import OUTAGES, describe_outage
-from agent_app.services.training import TrainingRefused
+from agent_app.services.refusals import TrainingRefused
 
 log = logging.getLogger(__name__)
 RETRY_AFTER_SECONDS = 5

@@ -18,7 +18,8 @@ from agent_app.dashboard.charts import Chart, line_chart, number, percent
 from agent_app.dashboard.history import samples
 from agent_app.models import AgentConfig, MetricSample
 from agent_app.replay import StoreUnavailable
-from agent_app.services import stats, training
+from agent_app.services import dispatch, stats
+from agent_app.services.refusals import TrainingRefused, TrainingTimeout, TrainingUnavailable
 from agent_app.serving import policy_cache
 
 log = logging.getLogger(__name__)
@@ -126,7 +127,7 @@ def _back() -> HttpResponseRedirect:
 @staff_member_required
 @permission_required(OPERATE, raise_exception=True)
 def train_now(request: HttpRequest) -> HttpResponse:
-    """One training run on the training worker (or in-process in embedded mode), outcome as a message."""
+    """One training run on the training worker, its outcome as a message."""
     try:
         iterations = int(request.POST.get("iterations") or settings.TRAINING_ITERATIONS)
     except ValueError:
@@ -136,13 +137,13 @@ def train_now(request: HttpRequest) -> HttpResponse:
         return _back()
     batch_size = AgentConfig.load().batch_size or settings.TRAINING_BATCH_SIZE
     try:
-        result = training.request_training(batch_size=batch_size, iterations=iterations)
-    except training.TrainingTimeout as exc:
+        result = dispatch.request_training(batch_size=batch_size, iterations=iterations)
+    except TrainingTimeout as exc:
         messages.warning(request, f"Training queued: {exc}.")
-    except training.TrainingRefused as exc:
-        messages.warning(request, f"Training refused: {exc}.")
-    except StoreUnavailable as exc:
+    except TrainingUnavailable as exc:
         messages.error(request, f"Training impossible: {exc}.")
+    except TrainingRefused as exc:
+        messages.warning(request, f"Training refused: {exc}.")
     else:
         cut_short = " (its time budget ran out)" if result["time_limited"] else ""
         messages.success(
@@ -160,10 +161,10 @@ def train_now(request: HttpRequest) -> HttpResponse:
 @permission_required(OPERATE, raise_exception=True)
 def checkpoint_now(request: HttpRequest) -> HttpResponse:
     try:
-        result = training.request_checkpoint()
-    except training.TrainingTimeout as exc:
+        result = dispatch.request_checkpoint()
+    except TrainingTimeout as exc:
         messages.warning(request, f"Checkpoint queued: {exc}.")
-    except training.TrainingRefused as exc:
+    except TrainingRefused as exc:
         messages.warning(request, f"Checkpoint refused: {exc}.")
     else:
         messages.success(request, f"Checkpoint v{result['version']} written at {result['steps_done']} steps "

@@ -1,5 +1,6 @@
 """Training: one trainer at a time (the lease), fed from the shared replay store, publishing
-its weights so every web worker serves them within a second. The API and Celery both call this.
+its weights so every web worker serves them within a second. Runs where torch is loaded: the
+Celery tasks and `manage.py train` call it; web processes reach it through services/dispatch.py.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from agent_app.metrics import training_run
-from agent_app.models import AgentConfig, AgentState
+from agent_app.models import AgentConfig, AgentState, Checkpoint
 from agent_app.replay import get_replay_store
 from agent_app.rl.agent import DQNAgent
 from agent_app.rl.config import DQNConfig, routing_config
@@ -22,35 +23,14 @@ from agent_app.rl.network import weights_to_bytes
 from agent_app.rl.state import normalize_state
 from agent_app.services import checkpoints
 from agent_app.services.lease import LeaseHeld, LeaseLost, training_lease
+from agent_app.services.refusals import (  # noqa: F401  (TrainingRefused: what callers here catch)
+    NotEnoughExperience,
+    TrainingBusy,
+    TrainingRefused,
+)
 
 log = logging.getLogger(__name__)
 PULL_CHUNK = 5000
-
-
-class TrainingRefused(Exception):
-    status_code = 409
-
-    def __init__(self, message: str, **context: Any) -> None:
-        super().__init__(message)
-        self.context = context
-
-
-class TrainingBusy(TrainingRefused):
-    """Another trainer holds the lease."""
-
-
-class NotEnoughExperience(TrainingRefused):
-    """Fewer experiences than one batch."""
-
-
-class TrainingUnavailable(TrainingRefused):
-    """The worker could not reach the database or the replay store."""
-
-    status_code = 503
-
-
-class TrainingTimeout(TrainingRefused):
-    status_code = 504
 
 
 def current_config(*, batch_size: int | None = None) -> DQNConfig:
@@ -221,48 +201,8 @@ def save_model() -> dict[str, Any]:
             "version": checkpoint.version, "steps_done": checkpoint.steps_done}
 
 
-def runs_in_worker() -> bool:
-    """Production sends training to the `training` queue; embedded mode trains in the caller."""
-    return bool(settings.CELERY_RESULT_BACKEND)
-
-
-def request_training(*, iterations: int, batch_size: int | None = None) -> dict[str, Any]:
-    if not runs_in_worker():
-        return train(batch_size=batch_size, iterations=iterations)
-    from tasks.training import train_task
-
-    return _wait(train_task.apply_async(kwargs={"batch_size": batch_size, "iterations": iterations}))
-
-
-def request_checkpoint() -> dict[str, Any]:
-    if not runs_in_worker():
-        return save_model()
-    from tasks.training import checkpoint_task
-
-    return _wait(checkpoint_task.apply_async())
-
-
-def _wait(async_result) -> dict[str, Any]:
-    from celery.exceptions import TimeoutError as CeleryTimeout
-
-    try:
-        outcome = async_result.get(timeout=settings.TRAIN_TIMEOUT_SECONDS)
-    except CeleryTimeout:
-        raise TrainingTimeout(
-            f"the training worker did not answer within {settings.TRAIN_TIMEOUT_SECONDS:g} s; "
-            "the task stays queued and will run"
-        ) from None
-    if "refused" in outcome:
-        refused = {"busy": TrainingBusy, "not_enough": NotEnoughExperience,
-                   "unavailable": TrainingUnavailable}[outcome["refused"]]
-        raise refused(outcome["detail"], **outcome.get("context", {}))
-    return outcome
-
-
 def checkpoint_if_due() -> dict[str, Any]:
     """Write a checkpoint when the published steps passed a CHECKPOINT_EVERY_STEPS boundary unsaved."""
-    from agent_app.models import Checkpoint
-
     state = AgentState.load()
     every = settings.CHECKPOINT_EVERY_STEPS
     last = Checkpoint.objects.order_by("-steps_done").values_list("steps_done", flat=True).first() or 0
@@ -297,7 +237,7 @@ def restore_published_model() -> dict[str, Any]:
     """At worker start: if nothing is published yet, publish the newest checkpoint that loads."""
     try:
         with training_lease():
-            checkpoints.remove_stray_temp_files()
+            checkpoints.check_on_start(current_config())  # damaged or unknown files are reported
             if AgentState.load().model_version:
                 return {"restored": False, "reason": "a model is published already"}
             found = checkpoints.load_newest_checkpoint(current_config())
