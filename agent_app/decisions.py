@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import struct
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -39,10 +40,26 @@ def _key() -> bytes:
     return hashlib.sha256(b"rlagent-decision:" + settings.SECRET_KEY.encode()).digest()
 
 
-def encode_decision(model_version: int, action: int, state: np.ndarray) -> str:
-    payload = _HEADER.pack(model_version, action, time.time()) + np.asarray(state, np.float32).tobytes()
-    tag = hmac.new(_key(), payload, hashlib.sha256).digest()[:_TAG_BYTES]
-    return base64.urlsafe_b64encode(payload + tag).rstrip(b"=").decode()
+@lru_cache(maxsize=1)
+def _mac() -> hmac.HMAC:
+    # Keyed once per process; each token copies it (cheaper than keying OpenSSL's HMAC afresh).
+    return hmac.new(_key(), digestmod=hashlib.sha256)
+
+
+@lru_cache(maxsize=8)
+def _floats(count: int) -> struct.Struct:
+    return struct.Struct(f"<{count}f")
+
+
+def encode_decision(model_version: int, action: int, state: Sequence[float]) -> str:
+    try:
+        values = _floats(len(state)).pack(*state)  # float32, as np.float32 would round them
+    except (OverflowError, struct.error):  # beyond float32's range: NumPy makes it infinite
+        values = np.asarray(state, np.float32).tobytes()
+    payload = _HEADER.pack(model_version, action, time.time()) + values
+    mac = _mac().copy()
+    mac.update(payload)
+    return base64.urlsafe_b64encode(payload + mac.digest()[:_TAG_BYTES]).rstrip(b"=").decode()
 
 
 def decode_decision(token: str, state_dim: int) -> DecodedDecision:
@@ -54,7 +71,7 @@ def decode_decision(token: str, state_dim: int) -> DecodedDecision:
     if len(raw) != expected:
         raise InvalidDecision("decision_id is not a decision issued by this service (wrong length)")
     payload, tag = raw[:-_TAG_BYTES], raw[-_TAG_BYTES:]
-    if not hmac.compare_digest(tag, hmac.new(_key(), payload, hashlib.sha256).digest()[:_TAG_BYTES]):
+    if not hmac.compare_digest(tag, hmac.digest(_key(), payload, "sha256")[:_TAG_BYTES]):
         raise InvalidDecision("decision_id signature does not match: not issued by this service")
     version, action, decided_at = _HEADER.unpack_from(payload)
     state = np.frombuffer(payload[_HEADER.size :], dtype=np.float32).astype(float).tolist()

@@ -15,8 +15,9 @@ import functools
 import logging
 import math
 import os
+import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from django.conf import settings
@@ -42,21 +43,30 @@ EXPERIENCES_RECORDED = Counter("rl_agent_experiences_recorded", "Experiences sto
 EXPERIENCES_REJECTED = Counter(
     "rl_agent_experiences_rejected", "Experiences refused with a 400 (every body of a refused batch counts)."
 )
-# Label children bound once, so the hot path does a dict lookup and an increment, nothing else.
-_decision_children = {
-    (idx, policy): DECISIONS.labels(replica=name, policy=policy)
-    for idx, name in enumerate(settings.REPLICA_NAMES) for policy in POLICIES
-}
+for _name in settings.REPLICA_NAMES:  # every series exists from the start, at 0, as Prometheus prefers
+    for _policy in POLICIES:
+        DECISIONS.labels(replica=_name, policy=_policy)
+# What each (replica, policy) pair of this process has added to DECISIONS so far.
+_decisions_counted: dict[tuple[int, str], int] = {}
+_decisions_lock = threading.Lock()  # the serving refresh and a scrape may flush at the same time
 
 
-def count_decision(replica_idx: int, policy: str) -> None:
-    """One /select_replica decision (hot path: no database, no lock beyond prometheus_client's)."""
-    child = _decision_children.get((replica_idx, policy))
-    if child is None:  # a replica count changed at run time (tests): bind it once
-        names = settings.REPLICA_NAMES
-        name = names[replica_idx] if replica_idx < len(names) else str(replica_idx)
-        child = _decision_children[replica_idx, policy] = DECISIONS.labels(replica=name, policy=policy)
-    child.inc()
+def count_decisions(totals: Mapping[tuple[int, str], int]) -> None:
+    """Bring DECISIONS up to `totals`, this process's cumulative decisions per (replica, policy).
+
+    /select_replica only adds one to a dict; this runs off the hot path, from the serving refresh
+    and before each scrape, so a scrape has every decision of the worker that answers it and the
+    other workers' up to SYNC_INTERVAL_SECONDS ago.
+    """
+    with _decisions_lock:
+        for key, total in list(totals.items()):
+            delta = total - _decisions_counted.get(key, 0)
+            if delta > 0:
+                replica_idx, policy = key
+                names = settings.REPLICA_NAMES
+                name = names[replica_idx] if replica_idx < len(names) else str(replica_idx)
+                DECISIONS.labels(replica=name, policy=policy).inc(delta)
+                _decisions_counted[key] = total
 
 
 def count_recorded(stored: int) -> None:
@@ -64,11 +74,8 @@ def count_recorded(stored: int) -> None:
         EXPERIENCES_RECORDED.inc(stored)
 
 
-def count_rejected(serializer: Any) -> None:
-    """Validate `serializer` (the result is cached) and count the experiences of a refused report."""
-    if serializer.is_valid():
-        return
-    data = serializer.initial_data
+def count_rejected(data: Any) -> None:
+    """Count the experiences of a refused report (`data`: its body): every one of a batch."""
     batch = data.get("experiences") if isinstance(data, dict) else None
     EXPERIENCES_REJECTED.inc(len(batch) if isinstance(batch, list) and batch else 1)
 
@@ -163,6 +170,8 @@ class AgentStateCollector(Collector):
             ("rl_agent_exploration_enabled", "1 when epsilon-greedy exploration is on.",
              float(policy_cache.snapshot.exploration)),
             ("rl_agent_checkpoints", "Checkpoints kept on disk.", Checkpoint.objects.count()),
+            ("rl_agent_checkpoints_unusable", "Checkpoints whose file was last found missing, damaged "
+             "or for another architecture.", Checkpoint.objects.exclude(status=Checkpoint.OK).count()),
         ]
         for name, documentation, value in gauges:
             yield GaugeMetricFamily(name, documentation, value=_number(value))
@@ -235,4 +244,7 @@ def metrics_view(request: Any) -> Any:
         )
         refused["WWW-Authenticate"] = 'Bearer realm="rl-agent"'
         return refused
+    from agent_app.serving import policy_cache
+
+    count_decisions(policy_cache.selections)  # this worker's latest decisions
     return HttpResponse(generate_latest(scrape()), content_type=CONTENT_TYPE_LATEST)

@@ -15,9 +15,10 @@ from collections import defaultdict
 from dataclasses import dataclass, field, replace
 
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections
+from django.db import DatabaseError, close_old_connections, transaction
 from django.db.models import F
 
+from agent_app import metrics
 from agent_app.host_metrics import HostMetrics
 from agent_app.models import AgentConfig, AgentState, ApiKey, ReplicaSelection
 from agent_app.rl.inference import NumpyQNetwork, weights_from_bytes
@@ -25,6 +26,8 @@ from agent_app.rl.reward import RewardConfig
 
 log = logging.getLogger(__name__)
 HOST_METRICS_EVERY_SECONDS = 5.0
+_STATE_FIELDS = ("model_version", "epsilon", "steps_done")
+_NO_STATE = {"model_version": 0, "epsilon": 1.0, "steps_done": 0}  # before the first publish
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,10 @@ class PolicyCache:
 
     def refresh(self) -> None:
         try:
+            metrics.count_decisions(self.selections)  # needs no database: counted while it is down too
+        except Exception:  # the thread must survive anything
+            log.exception("could not add the decisions to the Prometheus counter")
+        try:
             self._refresh_from_database()
             self.flush_selections()
         except DatabaseError as exc:
@@ -111,12 +118,11 @@ class PolicyCache:
 
     def _refresh_from_database(self) -> None:
         snap = self.snapshot
-        row = AgentState.objects.filter(pk=1).values("model_version", "epsilon", "steps_done").first()
-        row = row or {"model_version": 0, "epsilon": 1.0, "steps_done": 0}
+        row = AgentState.objects.filter(pk=1).values(*_STATE_FIELDS).first() or dict(_NO_STATE)
         config = AgentConfig.load()
         network, blob, reason = snap.network, snap.weights_blob, snap.fallback_reason
         if row["model_version"] != snap.model_version or (network is None and row["model_version"]):
-            network, blob, reason = self._load_network(row["model_version"])
+            row, network, blob, reason = self._load_network()
         if network is not None and row["steps_done"] < settings.RL_MIN_TRAINING_STEPS:
             reason = f"model has {row['steps_done']} of {settings.RL_MIN_TRAINING_STEPS} training steps"
         elif network is not None:
@@ -137,38 +143,42 @@ class PolicyCache:
             fallback_reason=reason, refreshed_at=time.time(),
         )
 
-    def _load_network(self, version: int) -> tuple[NumpyQNetwork | None, bytes | None, str | None]:
+    def _load_network(self) -> tuple[dict, NumpyQNetwork | None, bytes | None, str | None]:
+        """The published weights and the version, epsilon and steps of the same row, in one query:
+        read apart, a publish in between would serve new weights under the old version (and ETag)."""
+        row = AgentState.objects.filter(pk=1).values(*_STATE_FIELDS, "serving_weights").first()
+        row = row or {**_NO_STATE, "serving_weights": None}
+        blob, version = row.pop("serving_weights"), row["model_version"]
         if version == 0:
-            return None, None, "no trained model yet"
-        blob = AgentState.objects.filter(pk=1).values_list("serving_weights", flat=True).first()
+            return row, None, None, "no trained model yet"
         try:
             blob = bytes(blob)
             network = NumpyQNetwork(weights_from_bytes(blob))
         except Exception as exc:
             log.error("published weights of model v%s do not load (%s); routing falls back", version, exc)
-            return None, None, f"model v{version} failed to load"
+            return row, None, None, f"model v{version} failed to load"
         if network.n_actions != settings.NUM_REPLICAS:
             log.error("model v%s has %s actions but NUM_REPLICAS=%s; routing falls back",
                       version, network.n_actions, settings.NUM_REPLICAS)
-            return None, None, f"model v{version} is for {network.n_actions} replicas"
+            return row, None, None, f"model v{version} is for {network.n_actions} replicas"
         log.info("serving model v%s", version)
-        return network, blob, None
+        return row, network, blob, None
 
     def flush_selections(self) -> None:
-        for key, total in list(self.selections.items()):
-            delta = total - self._flushed.get(key, 0)
-            if not delta:
-                continue
-            replica_idx, policy = key
-            updated = ReplicaSelection.objects.filter(replica_idx=replica_idx, policy=policy).update(
-                count=F("count") + delta
-            )
-            if not updated:
-                ReplicaSelection.objects.get_or_create(replica_idx=replica_idx, policy=policy)
-                ReplicaSelection.objects.filter(replica_idx=replica_idx, policy=policy).update(
-                    count=F("count") + delta
-                )
-            self._flushed[key] = total
+        """Add the decisions since the last flush to the shared counters: one transaction, so one
+        write lock and one commit per refresh however many replica and policy pairs moved."""
+        pending = {key: total - self._flushed.get(key, 0) for key, total in list(self.selections.items())}
+        pending = {key: delta for key, delta in pending.items() if delta}
+        if not pending:
+            return
+        with transaction.atomic():
+            for (replica_idx, policy), delta in pending.items():
+                counter = ReplicaSelection.objects.filter(replica_idx=replica_idx, policy=policy)
+                if not counter.update(count=F("count") + delta):
+                    ReplicaSelection.objects.get_or_create(replica_idx=replica_idx, policy=policy)
+                    counter.update(count=F("count") + delta)
+        for key, delta in pending.items():  # only once committed: a failed flush is retried whole
+            self._flushed[key] = self._flushed.get(key, 0) + delta
 
 
 policy_cache = PolicyCache()

@@ -1,151 +1,158 @@
-"""API benchmark: gunicorn (deploy/gunicorn.conf.py) under wrk, in one run.
+"""API benchmark: /select_replica against the smallest DRF endpoint, batch ingest, one worker's RSS.
 
-Compares /select_replica with a constant DRF endpoint served by the same gunicorn
-configuration (throughput ratio and p99 ratio), then measures /record_experience (single and
-batch form, experiences per second) and one web worker's RSS. Uses Postgres and Redis when
-they answer on 127.0.0.1, else the embedded default.
+Starts the service as deployed (gunicorn with deploy/gunicorn.conf.py, 2 workers, and the
+training worker), trains a model through POST /train so /select_replica answers with the DQN
+(policy "dqn", checked), then under wrk, in the same run:
 
-    .venv/bin/python benchmarks/api_throughput.py [--seconds 10] [--connections 32]
+- /select_replica and /bench/constant (a DRF view that parses the same body and answers a
+  constant, served by the same gunicorn), alternated --runs times: the median and the spread
+  (min-max) of the throughput ratio and of the p99 ratio;
+- /record_experience with 1000 experiences per body, --runs times: experiences per second;
+- /record_experience with one experience per body, once;
+- then every endpoint on both workers, and the largest web worker's RSS.
+
+Uses Postgres and Redis when they answer on 127.0.0.1, else (or with --embedded) the embedded
+default. Needs wrk (Debian: apt-get install wrk).
+
+    .venv/bin/python benchmarks/api_throughput.py [--seconds 10] [--runs 3] [--connections 32] [--embedded]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import re
-import signal
-import socket
-import subprocess
+import platform
+import statistics
 import sys
 import tempfile
 import time
-import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psutil
-import requests
 
-ROOT = Path(__file__).resolve().parent.parent
-SELECT = {"replica_loads": [5, 3, 7], "queue_depth": 12, "recent_latency_ms": 280.5, "current_rps": 8.2,
-          "success_rate": 0.98}
-EXPERIENCE = {"state": [5, 3, 7, 12, 0.28, 8.2, 0.98, 0.5, 0.4, 0.5], "action": 1, "latency_ms": 265.3,
-              "success": True, "replica_loads": [5, 4, 7]}
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.stack import EXPERIENCE, SELECT, Stack, wrk  # noqa: E402
 
-
-def reachable(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
+BATCH = 1000
+TARGETS = {"throughput": 0.9, "p99": 1.3, "ingest": 20_000, "rss_mib": 150}
 
 
-def environment(data_dir: Path) -> tuple[dict[str, str], str | None]:
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "benchmarks.api.settings", "DATA_DIR": str(data_dir),
-           "SECRET_KEY": "benchmark-" + "s" * 40, "MODEL_PATH": str(data_dir / "models" / "rl_agent.pth"),
-           "WEB_CONCURRENCY": "2", "PORT": "5055", "PROMETHEUS_URL": "http://127.0.0.1:9",
-           "LOG_LEVEL": "warning", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    database = None
-    if reachable(5432) and reachable(6379):
-        database = f"rlagent_bench_{uuid.uuid4().hex[:8]}"
-        admin_sql(f'CREATE DATABASE "{database}"')
-        env.update(DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{database}", REDIS_HOST="127.0.0.1",
-                   REDIS_DB="13")
-        import redis
-
-        redis.Redis(db=13).flushdb()
-    else:
-        env["DATABASE_URL"] = f"sqlite:///{data_dir / 'bench.sqlite3'}"
-    return env, database
+def spread(values: list[float]) -> str:
+    return f"{statistics.median(values):.2f}x (min-max {min(values):.2f}-{max(values):.2f})"
 
 
-def admin_sql(statement: str) -> None:
-    import psycopg
-
-    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/test", autocommit=True) as conn:
-        conn.execute(statement)
-
-
-def manage(env: dict[str, str], *args: str) -> str:
-    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True,
-                          capture_output=True, text=True).stdout.strip().splitlines()[-1]
+def machine() -> str:
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor() or "unknown CPU")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return f"{os.cpu_count()} x {model}; load average {load}; Python {platform.python_version()}"
 
 
-def wrk(url: str, body: object, key: str, seconds: int, connections: int, folder: Path) -> dict:
-    script = folder / f"{uuid.uuid4().hex}.lua"
-    script.write_text(
-        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-        f'wrk.headers["Authorization"] = "Bearer {key}"\nwrk.body = [[{json.dumps(body)}]]\n'
-        "done = function(summary, latency, requests)\n"
-        '  io.write(string.format("STATUS non2xx=%d errors=%d\\n", summary.errors.status,'
-        " summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))\n"
-        '  io.write(string.format("LAT p50=%d p99=%d\\n", latency:percentile(50), latency:percentile(99)))\n'
-        "end\n"
-    )
-    out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "-s", str(script), url],
-                         capture_output=True, text=True, check=True).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    p50, p99 = (int(v) / 1000.0 for v in re.search(r"LAT p50=(\d+) p99=(\d+)", out).groups())
-    non2xx, errors = (int(v) for v in re.search(r"non2xx=(\d+) errors=(\d+)", out).groups())
-    return {"rps": rps, "p50_ms": p50, "p99_ms": p99, "non2xx": non2xx, "errors": errors}
+def train_first(stack: Stack) -> dict:
+    """Record experiences, train through the API, and return a decision that the DQN made."""
+    reply = stack.post("/record_experience", {"experiences": [EXPERIENCE] * 500})
+    assert reply.status_code == 201, reply.text
+    trained = stack.post("/train?batch_size=64&iterations=150", timeout=120)
+    assert trained.status_code == 200, f"POST /train answered {trained.status_code}: {trained.text}"
+    deadline = time.monotonic() + 10
+    while True:  # every worker picks up the published model within SYNC_INTERVAL_SECONDS
+        decisions = [stack.post("/select_replica", SELECT).json() for _ in range(8)]
+        if all(d["policy"] == "dqn" for d in decisions) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    policies = {d["policy"] for d in decisions}
+    assert policies == {"dqn"}, f"/select_replica should answer with the trained DQN, got {policies}"
+    return {"steps": trained.json()["steps_done"], **decisions[0]}
+
+
+def dqn_selections(stack: Stack) -> dict[str, int]:
+    time.sleep(1.5)  # the workers flush their counters every SYNC_INTERVAL_SECONDS
+    counts: dict[str, int] = {}
+    for per_policy in stack.get("/stats").json()["selections"].values():
+        for policy, count in per_policy.items():
+            counts[policy] = counts.get(policy, 0) + count
+    return counts
+
+
+def serve_every_endpoint(stack: Stack) -> None:
+    calls = [("post", "/select_replica", SELECT), ("post", "/record_experience", EXPERIENCE),
+             ("post", "/record_experience", {"experiences": [EXPERIENCE] * 50}),
+             ("post", "/train?batch_size=64&iterations=1", None), ("post", "/save_model", None),
+             ("get", "/stats", None), ("get", "/model/weights", None), ("get", "/ab_results", None),
+             ("get", "/health", None), ("get", "/ready", None), ("get", "/metrics", None),
+             ("get", "/api/schema/", None), ("get", "/api/docs/", None), ("get", "/admin/login/", None)]
+
+    def call(item):
+        method, path, body = item
+        reply = stack.post(path, body, timeout=120) if method == "post" else stack.get(path)
+        return path, reply.status_code
+
+    with ThreadPoolExecutor(4) as pool:  # concurrent, so both workers serve each endpoint
+        failed = [(p, s) for p, s in pool.map(call, calls * 6) if s >= 500]
+    if failed:
+        print(f"warning: failures while serving every endpoint: {sorted(set(failed))}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=int, default=10)
-    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--seconds", type=int, default=10, help="length of each wrk run (default 10)")
+    parser.add_argument("--runs", type=int, default=3, help="runs of each comparison (default 3)")
+    parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
+    parser.add_argument("--embedded", action="store_true", help="SQLite and the filesystem broker even "
+                        "where Postgres and Redis answer")
     args = parser.parse_args()
-    folder = Path(tempfile.mkdtemp(prefix="rlagent-bench-"))
-    env, database = environment(folder)
-    server = None
-    try:
-        print("setting up: migrate, API key, 500 experiences, 150 training steps ...", flush=True)
-        manage(env, "migrate", "--noinput")
-        key = manage(env, "create_api_key", "benchmark")
-        command = ["gunicorn", "rlagent_project.wsgi", "--config", "deploy/gunicorn.conf.py"]
-        server = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        base = "http://127.0.0.1:5055"
-        for _ in range(120):
-            try:
-                if requests.get(base + "/health", timeout=1).ok:
-                    break
-            except requests.RequestException:
-                time.sleep(0.5)
-        headers = {"Authorization": f"Bearer {key}"}
-        requests.post(base + "/record_experience", json={"experiences": [EXPERIENCE] * 500}, headers=headers)
-        manage(env, "train", "--iterations", "150")
-        time.sleep(1.5)  # web workers pick up the published model
-        decided = requests.post(base + "/select_replica", json=SELECT, timeout=5).json()
-        backend = "postgres+redis" if database else "sqlite (embedded)"
-        print(f"backend: {backend}; gunicorn workers: 2; wrk: 2 threads, {args.connections} connections, "
-              f"{args.seconds}s each; select_replica policy: {decided['policy']}\n", flush=True)
-        c = args.connections
-        run = lambda path, body, conns=c: wrk(base + path, body, key, args.seconds, conns, folder)  # noqa: E731
-        reference = run("/bench/constant", SELECT)
-        select = run("/select_replica", SELECT)
+    print(f"machine: {machine()}", flush=True)
+    with Stack(Path(tempfile.mkdtemp(prefix="rlagent-bench-")), embedded=args.embedded) as stack:
+        print("setting up: migrate, API key, gunicorn (2 workers), training worker, 500 experiences, "
+              "150 training steps ...", flush=True)
+        stack.start()
+        decided = train_first(stack)
+        print(f"backend: {stack.backend}; gunicorn workers: 2; wrk: 2 threads, {args.connections} "
+              f"connections, {args.seconds}s per run, {args.runs} runs")
+        print(f"model: v{decided['model_version']}, {decided['steps']} training steps; /select_replica "
+              f"answers policy={decided['policy']} (exploration off, so every request is a forward pass)\n",
+              flush=True)
+        run = lambda path, body, conns=args.connections, seconds=args.seconds: wrk(  # noqa: E731
+            stack, path, body, seconds, conns)
+        run("/bench/constant", SELECT, seconds=2), run("/select_replica", SELECT, seconds=2)  # warm up
+        before = dqn_selections(stack)
+        pairs = []
+        for index in range(args.runs):  # alternate the order, so drift in the machine's load evens out
+            order = ("/bench/constant", "/select_replica") if index % 2 == 0 else ("/select_replica",
+                                                                                  "/bench/constant")
+            result = {path: run(path, SELECT) for path in order}
+            pairs.append((result["/bench/constant"], result["/select_replica"]))
+            print(f"  run {index + 1}: constant {result['/bench/constant']['rps']:.0f} req/s, "
+                  f"select_replica {result['/select_replica']['rps']:.0f} req/s", flush=True)
+        after = dqn_selections(stack)
+        others = sum(after.get(p, 0) - before.get(p, 0) for p in ("explore", "least_loaded"))
+        assert others == 0, f"{others} selections during the runs were not made by the DQN"
+        batches = [run("/record_experience", {"experiences": [EXPERIENCE] * BATCH}, 4)
+                   for _ in range(args.runs)]
         single = run("/record_experience", EXPERIENCE)
-        batch = run("/record_experience", {"experiences": [EXPERIENCE] * 1000}, 4)
-        workers = psutil.Process(server.pid).children()
-        rss = max(w.memory_info().rss for w in workers) / 2**20
-        rows = [("constant DRF endpoint (reference)", reference), ("/select_replica", select),
-                ("/record_experience (one per request)", single),
-                ("/record_experience (1000 per batch)", batch)]
-        print(f"{'endpoint':40} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
-        for name, r in rows:
-            failures = r["non2xx"] + r["errors"]
-            print(f"{name:40} {r['rps']:9.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {failures:8d}")
-        throughput, p99 = select["rps"] / reference["rps"], select["p99_ms"] / reference["p99_ms"]
-        print(f"\nselect_replica / constant throughput: {throughput:.2f}x (target >= 0.85x)")
-        print(f"select_replica / constant p99:        {p99:.2f}x (target <= 1.3x)")
-        per_second = batch["rps"] * 1000
-        print(f"record_experience batch form:         {per_second:,.0f} experiences/s (target >= 20,000)")
-        print(f"RSS of one web worker:                {rss:.0f} MiB")
-    finally:
-        if server:
-            os.killpg(server.pid, signal.SIGTERM)
-            server.wait(timeout=30)
-        if database:
-            admin_sql(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        serve_every_endpoint(stack)
+        rss = {w.pid: w.memory_info().rss / 2**20 for w in psutil.Process(stack.server.pid).children()}
+
+    rows = [("constant DRF endpoint (reference)", [c for c, _ in pairs]),
+            ("/select_replica (policy dqn)", [s for _, s in pairs]),
+            ("/record_experience (one per request)", [single]),
+            (f"/record_experience ({BATCH} per batch)", batches)]
+    print(f"\n{'endpoint (median of runs)':40} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
+    for name, results in rows:
+        med = {k: statistics.median(r[k] for r in results) for k in ("rps", "p50_ms", "p99_ms")}
+        failures = sum(r["non2xx"] + r["errors"] for r in results)
+        print(f"{name:40} {med['rps']:9.0f} {med['p50_ms']:8.2f} {med['p99_ms']:8.2f} {failures:8d}")
+    throughput = [s["rps"] / c["rps"] for c, s in pairs]
+    p99 = [s["p99_ms"] / c["p99_ms"] for c, s in pairs]
+    ingest = [b["rps"] * BATCH for b in batches]
+    print(f"\nselect_replica / constant DRF throughput: {spread(throughput)} "
+          f"(target >= {TARGETS['throughput']}x)")
+    print(f"select_replica / constant DRF p99:        {spread(p99)} (target <= {TARGETS['p99']}x)")
+    print(f"record_experience, {BATCH} per batch:      {statistics.median(ingest):,.0f} experiences/s "
+          f"(min-max {min(ingest):,.0f}-{max(ingest):,.0f}; target >= {TARGETS['ingest']:,})")
+    print(f"RSS of one web worker after every endpoint: {max(rss.values()):.0f} MiB "
+          f"(workers: {', '.join(f'{v:.0f}' for v in rss.values())} MiB; target <= {TARGETS['rss_mib']} MiB)")
 
 
 if __name__ == "__main__":

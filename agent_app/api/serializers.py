@@ -1,4 +1,4 @@
-"""Input and output serializers per endpoint; bounds follow the seed's state table."""
+"""Input and output serializers per endpoint; bounds follow the original specification's state table."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from django.conf import settings
 from rest_framework import serializers
 from rest_framework.fields import empty
 
+from agent_app.api.fast_validation import plan_for, validate_many
 from agent_app.api.fields import (
     QueryIntegerField,
     StrictBooleanField,
@@ -18,19 +19,27 @@ from agent_app.api.fields import (
     VectorField,
 )
 from agent_app.decisions import InvalidDecision, decode_decision
+from agent_app.rl.state import EXTRA_FEATURES, state_dim
 
-MAX_LOAD = 1e6  # loads and queue depth are 0-100 in the seed; larger readings are clipped, not refused
+MAX_LOAD = 1e6  # loads and queue depth are 0-100 as specified; larger readings are clipped, not refused
 MAX_LATENCY_MS = 3_600_000.0
 MAX_RPS = 1e7
 MAX_BATCH = 1000
+# A decision_id is unpadded URL-safe base64 (agent_app/decisions.py); the schema states the
+# alphabet and the bounds, validation enforces the same, and the signature says the rest.
+DECISION_ID_PATTERN = r"\A[A-Za-z0-9_-]+\Z"
+_UNIT = (0.0, 1.0)
+# Bounds of the state's values after the N loads, by name: a feature added to the state without
+# bounds here fails at once.
+EXTRA_BOUNDS = {
+    "queue_depth": (0.0, MAX_LOAD), "latency_s": (0.0, MAX_LATENCY_MS / 1000), "rps": (0.0, MAX_RPS),
+    "success_rate": _UNIT, "memory": _UNIT, "cpu": _UNIT, "time_of_day": _UNIT,
+}
 
 
 def state_bounds() -> list[tuple[float, float]]:
     """Bounds of each raw state value: N loads, queue, latency (s), rps, success, memory, cpu, time."""
-    unit = (0.0, 1.0)
-    return [(0.0, MAX_LOAD)] * settings.NUM_REPLICAS + [
-        (0.0, MAX_LOAD), (0.0, MAX_LATENCY_MS / 1000), (0.0, MAX_RPS), unit, unit, unit, unit,
-    ]
+    return [(0.0, MAX_LOAD)] * settings.NUM_REPLICAS + [EXTRA_BOUNDS[name] for name in EXTRA_FEATURES]
 
 
 class LeanSerializer(serializers.Serializer):
@@ -41,6 +50,21 @@ class LeanSerializer(serializers.Serializer):
 
     def get_fields(self):
         return {name: copy.copy(field) for name, field in self._declared_fields.items()}
+
+    @classmethod
+    def validated(cls, data: object) -> dict:
+        """The validated body, or a ValidationError naming each bad field (a 400).
+
+        The fast path (agent_app/api/fast_validation.py) answers for a body it accepts without
+        even building the serializer; the fields decide, and name the field, whenever it declines.
+        """
+        plan = plan_for(cls)
+        fast = validate_many(plan, [data]) if plan else None
+        if fast:
+            return fast[0]
+        serializer = cls(data=data)
+        serializer.is_valid(raise_exception=True)
+        return serializer.validated_data
 
     def to_internal_value(self, data):
         if not isinstance(data, Mapping):
@@ -76,8 +100,11 @@ class ActionField(StrictIntegerField):
     def __init__(self, **kwargs) -> None:
         super().__init__(min_value=0, max_value=0, **kwargs)
 
+    def get_limits(self) -> tuple[int, int]:
+        return 0, settings.NUM_REPLICAS - 1
+
     def to_internal_value(self, data):
-        self.max_value = settings.NUM_REPLICAS - 1
+        self.min_value, self.max_value = self.get_limits()
         return super().to_internal_value(data)
 
 
@@ -110,7 +137,10 @@ class ExperienceRequest(LeanSerializer):
         r"\A[A-Za-z0-9._:-]{1,128}\Z", required=False,
         help_text="Idempotency key: a retried report with the same id is stored once.",
     )
-    decision_id = serializers.CharField(required=False, max_length=1024)
+    decision_id = StrictRegexField(
+        DECISION_ID_PATTERN, min_length=1, max_length=1024, required=False,
+        help_text="The decision_id /select_replica returned, instead of state and action.",
+    )
     arm = StrictRegexField(
         r"\A[a-z0-9_-]{1,32}\Z", required=False,
         help_text="A/B arm that routed the request (e.g. rl, heuristic); outcomes are compared per arm.",
@@ -128,7 +158,7 @@ class ExperienceRequest(LeanSerializer):
             if has_state:
                 raise serializers.ValidationError("send either decision_id or state and action, not both")
             try:
-                decision = decode_decision(attrs.pop("decision_id"), settings.NUM_REPLICAS + 7)
+                decision = decode_decision(attrs.pop("decision_id"), state_dim(settings.NUM_REPLICAS))
             except InvalidDecision as exc:
                 raise serializers.ValidationError({"decision_id": str(exc)}) from None
             if decision.action >= settings.NUM_REPLICAS:
@@ -145,6 +175,19 @@ class ExperienceRequest(LeanSerializer):
 
 class ExperienceBatchRequest(serializers.Serializer):
     experiences = ExperienceRequest(many=True, allow_empty=False, max_length=MAX_BATCH)
+
+    @classmethod
+    def validated(cls, data: object) -> dict:
+        """As LeanSerializer.validated, every body of the batch at once."""
+        items = data.get("experiences") if isinstance(data, dict) else None
+        plan = plan_for(ExperienceRequest)
+        if plan and type(items) is list and 0 < len(items) <= MAX_BATCH:
+            fast = validate_many(plan, items)
+            if fast:
+                return {"experiences": fast}
+        serializer = cls(data=data)
+        serializer.is_valid(raise_exception=True)
+        return serializer.validated_data
 
 
 class RecordResponse(serializers.Serializer):
@@ -247,9 +290,25 @@ class ModelReadiness(serializers.Serializer):
     fallback_reason = serializers.CharField(allow_null=True)
 
 
+class CheckpointProblem(serializers.Serializer):
+    version = serializers.IntegerField()
+    path = serializers.CharField()
+    status = serializers.ChoiceField(choices=["missing", "damaged", "incompatible"])
+    problem = serializers.CharField()
+
+
+class CheckpointReadiness(serializers.Serializer):
+    ok = serializers.BooleanField(help_text="No damaged or missing checkpoint file (never affects `ready`).")
+    usable = serializers.IntegerField(required=False, help_text="Checkpoints a rollback can use.")
+    problems = CheckpointProblem(many=True, required=False)
+    model_path = serializers.CharField(required=False, help_text="ok, missing, or damaged: why.")
+    error = serializers.CharField(required=False)
+
+
 class ReadinessResponse(serializers.Serializer):
     ready = serializers.BooleanField()
     model = ModelReadiness()
     database = ReadinessCheck()
     replay_store = ReadinessCheck()
     broker = ReadinessCheck()
+    checkpoints = CheckpointReadiness()

@@ -16,13 +16,14 @@ from drf_spectacular.utils import (
     inline_serializer,
 )
 from rest_framework import serializers, status
+from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from agent_app import metrics
 from agent_app.api import serializers as io
-from agent_app.replay import get_replay_store
-from agent_app.services import training
+from agent_app.api.hot_path import JsonOnlyAPIView, json_response
+from agent_app.services import dispatch
 from agent_app.services.ab_testing import ab_results
 from agent_app.services.experiences import record_experiences
 from agent_app.services.routing import select_replica
@@ -41,25 +42,24 @@ _BODY_ERRORS = {
     413: OpenApiResponse(io.ErrorResponse, description="Body larger than MAX_BODY_BYTES"),
     415: OpenApiResponse(io.ErrorResponse, description="Body is not application/json"),
 }
+# The original specification's example bodies, shown on the OpenAPI page.
 _SEED_SELECT = {"replica_loads": [5, 3, 7], "queue_depth": 12, "recent_latency_ms": 280.5,
                 "current_rps": 8.2, "success_rate": 0.98}
 _SEED_EXPERIENCE = {"state": [5, 3, 7, 12, 0.28, 8.2, 0.98, 0.5, 0.4, 0.5], "action": 1, "latency_ms": 265.3,
                     "success": True, "replica_loads": [5, 4, 7]}
 
 
-class SelectReplicaView(APIView):
+class SelectReplicaView(JsonOnlyAPIView):
     endpoint = "select_replica"
 
     @extend_schema(request=io.SelectReplicaRequest, responses={200: io.SelectReplicaResponse, **_BODY_ERRORS},
-                   examples=[OpenApiExample("seed", _SEED_SELECT, request_only=True)])
+                   examples=[OpenApiExample("specification", _SEED_SELECT, request_only=True)])
     def post(self, request):
-        data = io.SelectReplicaRequest(data=request.data)
-        data.is_valid(raise_exception=True)
-        return Response(select_replica(**data.validated_data))
+        return json_response(select_replica(**io.SelectReplicaRequest.validated(request.data)))
 
 
-class RecordExperienceView(APIView):
-    """One experience (the seed's body), or {"experiences": [...]} to report up to 1000 at once."""
+class RecordExperienceView(JsonOnlyAPIView):
+    """One experience (the specification's body), or {"experiences": [...]} to report up to 1000 at once."""
 
     endpoint = "record_experience"
 
@@ -69,19 +69,22 @@ class RecordExperienceView(APIView):
             serializers=[io.ExperienceRequest, io.ExperienceBatchRequest],
         ),
         responses={201: io.RecordResponse, **_BODY_ERRORS, 503: _UNAVAILABLE},
-        examples=[OpenApiExample("seed", _SEED_EXPERIENCE, request_only=True),
+        examples=[OpenApiExample("specification", _SEED_EXPERIENCE, request_only=True),
                   OpenApiExample("batch", {"experiences": [_SEED_EXPERIENCE]}, request_only=True)],
     )
     def post(self, request):
         is_batch = isinstance(request.data, dict) and "experiences" in request.data
-        serializer = (io.ExperienceBatchRequest if is_batch else io.ExperienceRequest)(data=request.data)
-        metrics.count_rejected(serializer)
-        serializer.is_valid(raise_exception=True)
-        items = serializer.validated_data["experiences"] if is_batch else [serializer.validated_data]
+        serializer = io.ExperienceBatchRequest if is_batch else io.ExperienceRequest
+        try:
+            validated = serializer.validated(request.data)
+        except ValidationError:
+            metrics.count_rejected(request.data)
+            raise
+        items = validated["experiences"] if is_batch else [validated]
         outcome = record_experiences(items=items)  # a store that does not answer: 503 (api/errors.py)
         body = {"stored": outcome.stored, "duplicates": outcome.duplicates,
-                "rewards": outcome.rewards, "buffer_size": get_replay_store().size()}
-        return Response(body, status=status.HTTP_201_CREATED)
+                "rewards": outcome.rewards, "buffer_size": outcome.buffer_size}
+        return json_response(body, status=status.HTTP_201_CREATED)
 
 
 class TrainView(APIView):
@@ -95,7 +98,7 @@ class TrainView(APIView):
     def post(self, request):
         query = io.TrainQuery(data=request.query_params)
         query.is_valid(raise_exception=True)
-        return Response(training.request_training(**query.validated_data))
+        return Response(dispatch.request_training(**query.validated_data))
 
 
 class SaveModelView(APIView):
@@ -104,7 +107,7 @@ class SaveModelView(APIView):
     @extend_schema(request=None, responses={200: io.SaveModelResponse, 401: _NO_KEY, 409: _REFUSED,
                                             503: _UNAVAILABLE, 504: _TIMEOUT})
     def post(self, request):
-        return Response(training.request_checkpoint())
+        return Response(dispatch.request_checkpoint())
 
 
 class StatsView(APIView):

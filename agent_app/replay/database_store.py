@@ -9,7 +9,7 @@ from django.db.models import F
 
 from agent_app.models import ArmLatencyBucket, ArmOutcome, Experience
 from agent_app.replay.base import ExperienceRecord, ReplayStore, StoreUnavailable, TransitionArrays
-from agent_app.services.ab_testing import latency_bucket
+from agent_app.replay.histogram import latency_bucket
 
 
 class DatabaseReplayStore(ReplayStore):

@@ -20,6 +20,7 @@ class RecordOutcome:
     stored: int
     duplicates: int
     rewards: list[float]
+    buffer_size: int  # experiences in the store after this append
 
 
 def build_records(items: Sequence[dict[str, Any]]) -> list[ExperienceRecord]:
@@ -53,6 +54,7 @@ def record_experiences(*, items: Sequence[dict[str, Any]]) -> RecordOutcome:
     """Store experiences all together; raises StoreUnavailable when the store does not answer."""
     policy_cache.ensure_started()
     records = build_records(items)
-    stored = get_replay_store().add(records)
+    stored, size = get_replay_store().add_and_size(records)
     count_recorded(stored)
-    return RecordOutcome(stored=stored, duplicates=len(records) - stored, rewards=[r.reward for r in records])
+    return RecordOutcome(stored=stored, duplicates=len(records) - stored, rewards=[r.reward for r in records],
+                         buffer_size=size)

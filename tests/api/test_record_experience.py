@@ -1,4 +1,4 @@
-"""POST /record_experience: the seed's body, decision ids, the batch form and idempotency."""
+"""POST /record_experience: the specification's body, decision ids, the batch form and idempotency."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def record(client, body, expected=201):
     return response.json()
 
 
-def test_seed_body_is_stored_with_the_seed_reward(client, store):
+def test_the_specification_body_is_stored_with_its_reward(client, store):
     body = record(client, SEED_EXPERIENCE)
     loads = np.array([5, 4, 7]) / 100.0
     expected = 1.0 - 265.3 / 1000.0 - 0.1 * loads.var()

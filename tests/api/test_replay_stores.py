@@ -71,3 +71,24 @@ def test_recent_is_newest_first_with_every_field(replay):
     assert rows[0]["success"] is True and rows[0]["latency_ms"] == 2.0
     assert replay.recent_rewards(3) == pytest.approx([0.2, 0.1, 0.0])
     assert replay.ping()
+
+
+def test_a_batch_skips_known_and_repeated_ids_and_reports_the_size_after_trimming(replay):
+    assert replay.add_and_size(records(30, ids=True)) == (30, 30)
+    batch = records(40, start=25, ids=True) + records(3, start=60, ids=True)  # e25-e29 known, e60-e62 twice
+    assert replay.add_and_size(batch) == (35, 50)
+    arrays, _ = replay.read_since(None, 100)
+    np.testing.assert_array_equal(arrays.states[:, 0], np.arange(15, 65))
+    np.testing.assert_allclose(arrays.rewards, np.arange(15, 65) / 10, rtol=1e-6)
+    assert replay.recent(1)[0]["experience_id"] == "e64"
+
+
+def test_arm_totals_count_only_the_records_a_batch_stored(replay):
+    batch = [r._replace(arm="rl" if i % 2 else "heuristic") for i, r in enumerate(records(10, ids=True))]
+    replay.add(batch[:4])
+    replay.add(batch)  # the first four are retries
+    totals = replay.arm_totals()
+    assert {arm: row["count"] for arm, row in totals.items()} == {"rl": 5, "heuristic": 5}
+    assert totals["rl"]["latency_sum"] == pytest.approx(sum(r.latency_ms for r in batch if r.arm == "rl"))
+    assert totals["rl"]["successes"] == sum(r.success for r in batch if r.arm == "rl")
+    assert sum(totals["heuristic"]["buckets"].values()) == 5

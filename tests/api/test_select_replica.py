@@ -1,4 +1,5 @@
-"""POST /select_replica: the seed's contract, fallback, exploration switches, and a query-free hot path."""
+"""POST /select_replica: the specification's contract, fallback, exploration switches, a query-free
+hot path."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ def disable_exploration():
     AgentConfig.objects.update_or_create(pk=1, defaults={"exploration_enabled": False})
 
 
-def test_answers_the_seed_fields_and_what_a_gateway_needs(client):
+def test_answers_the_specification_fields_and_what_a_gateway_needs(client):
     body = select(client)
     assert set(body) >= {"replica_idx", "replica_name", "confidence", "exploration"}
     assert body["replica_name"] == f"replica-{body['replica_idx'] + 1}"

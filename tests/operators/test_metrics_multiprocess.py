@@ -25,8 +25,13 @@ SCRIPT = textwrap.dedent("""
     from agent_app import metrics
 
     def worker(decisions):
+        from collections import Counter
+        totals = Counter()
         for i in range(decisions):
-            metrics.count_decision(i % 3, "explore" if i % 2 else "least_loaded")
+            totals[i % 3, "explore" if i % 2 else "least_loaded"] += 1
+            if i % 7 == 0:
+                metrics.count_decisions(totals)              # flushed now and then, as the refresh does
+        metrics.count_decisions(totals)
         metrics.count_recorded(decisions)
         os._exit(0)
 
