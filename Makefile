@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint install install-dev bench clean
+.PHONY: run test test-fast lint install install-dev bench clean
 
 run: $(VENV)/.installed  ## install, migrate and start web + training worker + beat on port 5000
 	$(BIN)/python manage.py migrate --noinput
@@ -13,6 +13,9 @@ run: $(VENV)/.installed  ## install, migrate and start web + training worker + b
 test: $(VENV)/.installed-dev  ## install test tools (and Debian's chromium for the browser test), run the suite
 	command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium)
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-fast: $(VENV)/.installed-dev  ## everyday tier: no live service, browser or fuzzing; one worker per core
+	$(BIN)/pytest -n auto -m "not slow and not live and not fuzz" $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

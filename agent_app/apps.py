@@ -8,4 +8,9 @@ class AgentAppConfig(AppConfig):
     verbose_name = "RL agent"
 
     def ready(self) -> None:
+        from django.conf import settings
+
         from agent_app.api import schema  # noqa: F401  (registers the OpenAPI extensions)
+        from rlagent_project import local_files
+
+        local_files.prepare(settings)  # every process starts here, before it signs or connects

@@ -1,25 +1,34 @@
-"""Gunicorn settings shared by `make run` and docker-compose; PORT and WEB_CONCURRENCY from env."""
+"""Gunicorn settings shared by `make run` and docker-compose: PORT, WEB_CONCURRENCY and the
+Prometheus folder come from the Django settings module, validated there like every variable."""
 
+import importlib
 import os
 import shutil
-import tempfile
+import sys
+
+from django.core.exceptions import ImproperlyConfigured
 
 # Each sync worker serves one request at a time with a tiny MLP: BLAS/OpenMP thread pools only
 # contend with the other workers for the cores (measured: ~50% more select_replica throughput).
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-bind = f"0.0.0.0:{os.environ.get('PORT', '5000')}"
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "rlagent_project.settings")
+try:
+    # The module wsgi.py loads too; the workers, forked from this master, find it imported.
+    _settings = importlib.import_module(os.environ["DJANGO_SETTINGS_MODULE"])
+except ImproperlyConfigured as exc:
+    sys.exit(f"gunicorn: {exc}")  # one line naming the variable, not an int() traceback
+
+bind = f"0.0.0.0:{_settings.PORT}"
+workers = _settings.WEB_CONCURRENCY
 timeout = 60
 accesslog = "-"
 
 # Prometheus multiprocess mode: every worker writes its counters to files in this folder and
-# /metrics sums them, so a scrape sees all the workers, not whichever one answered. Set before
-# any worker imports prometheus_client; one folder per data dir (or port) so stacks never mix.
-_port = os.environ.get("PORT", "5000")
-_data_dir = os.environ.get("DATA_DIR") or os.path.join(tempfile.gettempdir(), f"rlagent-{_port}")
-_metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.path.join(_data_dir, "prometheus-multiproc")
+# /metrics sums them, so a scrape sees all the workers, not whichever one answered. Exported
+# before any worker imports prometheus_client; under DATA_DIR, so two stacks never mix.
+_metrics_dir = str(_settings.PROMETHEUS_MULTIPROC_DIR)
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
 
 

@@ -20,7 +20,8 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from agent_app.rl.state import build_state, normalize_state
+from agent_app.rl.policy import softmax_confidence
+from agent_app.rl.state import build_state, normalize_state, state_dim
 from rlagent_client.config import ClientConfig
 from rlagent_client.decision import ARM_HEURISTIC, ARM_RL, HEURISTIC, LOCAL, SERVICE, Decision
 from rlagent_client.fallback import CircuitBreaker, Heuristic, heuristic_name, make_heuristic
@@ -232,7 +233,7 @@ class RLAgentClient:
         else:
             self.breaker.record_success()
             state = body.get("state") or None
-            if state is not None and len(state) == len(loads) + 7:
+            if state is not None and len(state) == state_dim(len(loads)):
                 self._host = (float(state[-3]), float(state[-2]))
             return Decision(index, str(body.get("replica_name") or self.config.replica_name(index)), SERVICE,
                             body.get("fallback_reason"), str(body.get("policy", "dqn")), arm, state=state,
@@ -252,15 +253,13 @@ class RLAgentClient:
             return self._fallback(inputs, arm, f"mismatch: model v{model.version} is for "
                                                f"{network.n_actions} replicas, got {n} loads")
         state = build_state(*inputs)
-        values = network.q_values(normalize_state(state, n)).tolist()
-        best = max(values)
+        values = network.q_values(normalize_state(state, n))
         if self.config.local_epsilon and self._rng.random() < self.config.local_epsilon:
             index, policy, exploring = self._rng.randrange(n), "explore", True
         else:
-            index, policy, exploring = values.index(best), "dqn", False
-        weights = [math.exp(value - best) for value in values]
+            index, policy, exploring = int(values.argmax()), "dqn", False
         return Decision(index, self.config.replica_name(index), LOCAL, None, policy, arm, state=state,
-                        model_version=model.version, confidence=weights[index] / sum(weights),
+                        model_version=model.version, confidence=softmax_confidence(values, index),
                         exploration=exploring)
 
     def _ask_in_shadow(self, inputs: tuple, routed: int) -> Future[Decision] | None:

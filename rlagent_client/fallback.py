@@ -14,17 +14,13 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+# The service's own fallback, so a gateway's heuristic decision is the one the service would make.
+from agent_app.rl.policy import least_loaded
+
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 
 Heuristic = Callable[[Sequence[float]], int]
 _rng = random.Random()
-
-
-def least_loaded(replica_loads: Sequence[float]) -> int:
-    """The replica with the lowest load; ties broken at random so no replica is favoured."""
-    low = min(replica_loads)
-    candidates = [i for i, load in enumerate(replica_loads) if load == low]
-    return candidates[0] if len(candidates) == 1 else _rng.choice(candidates)
 
 
 def power_of_two(replica_loads: Sequence[float]) -> int:

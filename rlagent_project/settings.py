@@ -1,4 +1,4 @@
-"""Django settings: every knob is read here, once, from the environment (README has the table).
+"""Django settings: every knob is read here, once, from the environment (docs/configuration.md has the table).
 
 With no environment at all the service runs "embedded": SQLite, a filesystem Celery broker and
 files under ./var. Setting DATABASE_URL and/or REDIS_HOST switches to Postgres and Redis.
@@ -6,7 +6,6 @@ files under ./var. Setting DATABASE_URL and/or REDIS_HOST switches to Postgres a
 
 from __future__ import annotations
 
-import secrets
 from pathlib import Path
 
 import dj_database_url
@@ -19,7 +18,7 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 # --- Mode -------------------------------------------------------------------------------
 # Local state (SQLite file, broker folders, generated secret, checkpoints in embedded mode).
 DATA_DIR = Path(env_str("DATA_DIR", str(BASE_DIR / "var"))).resolve()
-# Redis hostname. Unset means "no Redis" (embedded mode); docker-compose sets the seed's `redis`.
+# Redis hostname. Unset means "no Redis" (embedded mode); docker-compose sets the specification's `redis`.
 REDIS_HOST = env_str("REDIS_HOST", "")
 REDIS_PORT = env_int("REDIS_PORT", 6379, minimum=1, maximum=65535)
 REDIS_DB = env_int("REDIS_DB", 0, minimum=0, maximum=15)
@@ -33,26 +32,18 @@ EMBEDDED = not (REDIS_HOST or DATABASE_URL)
 DEBUG = env_bool("DEBUG", False)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
-
-
-def _secret_key() -> str:
-    key = env_str("SECRET_KEY", "")
-    if key:
-        return key
-    if not (EMBEDDED or DEBUG):
-        raise ImproperlyConfigured(
-            "Environment variable SECRET_KEY is required when DATABASE_URL or REDIS_HOST is set."
-        )
-    # Embedded mode: a random key generated once and kept beside the SQLite database.
-    path = DATA_DIR / "secret_key"
-    if not path.exists():
-        DATA_DIR.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_urlsafe(50))
-        path.chmod(0o600)
-    return path.read_text().strip()
-
-
-SECRET_KEY = _secret_key()
+# Signs sessions and decision_id tokens; every process of one deployment needs the same key.
+SECRET_KEY = env_str("SECRET_KEY", "")
+if not (SECRET_KEY or EMBEDDED or DEBUG):
+    raise ImproperlyConfigured(
+        "Environment variable SECRET_KEY is required when DATABASE_URL or REDIS_HOST is set."
+    )
+# Embedded mode without SECRET_KEY: a random key kept in this file, so the web, worker and beat
+# processes sign with the same one. Importing settings writes nothing: the first process to start
+# generates the file (rlagent_project/local_files.py, from AgentAppConfig.ready), the others read it.
+SECRET_KEY_FILE = None if SECRET_KEY else DATA_DIR / "secret_key"
+if SECRET_KEY_FILE is not None and SECRET_KEY_FILE.exists():
+    SECRET_KEY = SECRET_KEY_FILE.read_text().strip()
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -97,7 +88,7 @@ AXES_RESET_ON_SUCCESS = True
 
 ROOT_URLCONF = "rlagent_project.urls"
 WSGI_APPLICATION = "rlagent_project.wsgi.application"
-APPEND_SLASH = False  # the seed's paths have no trailing slash; POSTs must not be redirected
+APPEND_SLASH = False  # the specification's paths have no trailing slash; POSTs must not be redirected
 
 TEMPLATES = [
     {
@@ -124,9 +115,19 @@ DATABASES = {
 if DATABASES["default"]["ENGINE"].endswith("postgresql"):
     # An unreachable host fails a request in seconds (a 503), not after the OS's TCP timeout.
     DATABASES["default"]["OPTIONS"] = {"connect_timeout": 3}
+# SQLite shared by every web worker, the training worker and beat. WAL lets them read while one
+# writes. A transaction that reads and then writes would fail at once ("database is locked") when
+# another connection committed in between: busy_timeout does not apply to that lock upgrade.
+# IMMEDIATE takes the write lock at BEGIN instead, so a writer waits its turn (up to `timeout`
+# seconds). synchronous=NORMAL keeps each lock short: in WAL mode a commit survives a crash of any
+# process; only a power loss or an OS crash can undo the last commits, never corrupt the file.
+SQLITE_OPTIONS = {
+    "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    "transaction_mode": "IMMEDIATE",
+    "timeout": 20,
+}
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
-    # WAL lets the web, worker and beat processes read while one writes.
-    DATABASES["default"]["OPTIONS"] = {"init_command": "PRAGMA journal_mode=WAL;", "timeout": 20}
+    DATABASES["default"]["OPTIONS"] = SQLITE_OPTIONS
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -153,7 +154,7 @@ MAX_BODY_BYTES = env_int("MAX_BODY_BYTES", 1_048_576, minimum=1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_BODY_BYTES
 
 # --- Security (check --deploy is clean with DEBUG off) -----------------------------------
-# The API is plain HTTP on port 5000 behind the gateway, as in the seed; TLS is terminated in
+# The API is plain HTTP on port 5000 behind the gateway, as in the specification; TLS is terminated in
 # front of it. Set SECURE_SSL_REDIRECT=true when the service is exposed directly over HTTPS.
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
@@ -164,7 +165,7 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", not DEBUG)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 X_FRAME_OPTIONS = "DENY"
-# W008 asks for an HTTPS redirect, which would break the seed's plain-HTTP API (see above).
+# W008 asks for an HTTPS redirect, which would break the specification's plain-HTTP API (see above).
 SILENCED_SYSTEM_CHECKS = [] if SECURE_SSL_REDIRECT else ["security.W008"]
 
 # --- REST framework and OpenAPI ---------------------------------------------------------
@@ -186,17 +187,18 @@ SPECTACULAR_SETTINGS = {
     "OAS_VERSION": "3.1.0",
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums", "agent_app.api.schema.require_request_bodies",
+        "agent_app.api.schema.single_report_excludes_batch",
     ],
 }
 
-# --- The agent (seed variables first) ---------------------------------------------------
+# --- The agent (the original specification's variables first) -------------------------
 # Prometheus queried for the host's memory and CPU use; the host itself is read when it fails.
 PROMETHEUS_URL = env_str("PROMETHEUS_URL", "http://prometheus:9090")
-# Checkpoint path. The seed's /models/rl_agent.pth, or under DATA_DIR in embedded mode.
+# Checkpoint path. The specification's /models/rl_agent.pth, or under DATA_DIR in embedded mode.
 MODEL_PATH = Path(
     env_str("MODEL_PATH", str(DATA_DIR / "models" / "rl_agent.pth") if EMBEDDED else "/models/rl_agent.pth")
 )
-# Number of LLM replicas N (state has N + 7 values). The seed says 2 but describes 3; 3 it is.
+# Number of LLM replicas N (state has N + 7 values). The specification says 2 but describes 3; 3 it is.
 NUM_REPLICAS = env_int("NUM_REPLICAS", 3, minimum=2, maximum=64)
 # Names returned as replica_name, comma-separated; replica-1..replica-N by default.
 REPLICA_NAMES = env_list("REPLICA_NAMES", [f"replica-{i + 1}" for i in range(NUM_REPLICAS)])
@@ -213,9 +215,9 @@ REPLAY_STORE = env_choice("REPLAY_STORE", "redis" if REDIS_HOST else "database",
 if REPLAY_STORE == "redis" and not REDIS_HOST:
     raise ImproperlyConfigured("Environment variable REPLAY_STORE=redis needs REDIS_HOST to be set.")
 REPLAY_CAPACITY = env_int("REPLAY_CAPACITY", 10_000, minimum=64)
-# Seconds between scheduled training runs (the seed's 60).
+# Seconds between scheduled training runs (the specification's 60).
 TRAINING_INTERVAL_SECONDS = env_float("TRAINING_INTERVAL_SECONDS", 60.0, minimum=1.0)
-# Samples per gradient step. 256, not the seed's 64: latency rewards are heavy-tailed and
+# Samples per gradient step. 256, not the specification's 64: latency rewards are heavy-tailed and
 # noisy, and on the simulator 64 gave -19.7% mean latency vs least-loaded, 256 gave -24.0%.
 TRAINING_BATCH_SIZE = env_int("TRAINING_BATCH_SIZE", 256, minimum=1, maximum=4096)
 # A scheduled run takes TRAINING_STEPS_PER_EXPERIENCE gradient steps per experience reported
@@ -240,8 +242,15 @@ SYNC_INTERVAL_SECONDS = env_float("SYNC_INTERVAL_SECONDS", 0.5, minimum=0.05, ma
 POLICY_SYNC_THREAD = env_bool("POLICY_SYNC_THREAD", True)
 # Endpoints callable without an API key inside a trusted network (comma-separated).
 OPEN_ENDPOINTS = env_list("OPEN_ENDPOINTS", ["select_replica", "stats", "health"])
-# Port the web server listens on (the seed's examples use 5000).
+# Port the web server listens on (the original specification's examples use 5000) and its worker
+# processes: deploy/gunicorn.conf.py reads both from here, so a bad value stops gunicorn with a
+# message naming it.
 PORT = env_int("PORT", 5000, minimum=1, maximum=65535)
+WEB_CONCURRENCY = env_int("WEB_CONCURRENCY", 2, minimum=1, maximum=512)
+# Where gunicorn's workers share their Prometheus counters (deploy/gunicorn.conf.py exports it).
+PROMETHEUS_MULTIPROC_DIR = Path(
+    env_str("PROMETHEUS_MULTIPROC_DIR", str(DATA_DIR / "prometheus-multiproc"))
+).resolve()
 # /metrics without a staff session or an API key: only where nothing but Prometheus reaches the port.
 METRICS_OPEN = env_bool("METRICS_OPEN", False)
 # Points of history the dashboard's charts keep (one per training run; 1440 = a day at 60 s).
@@ -253,13 +262,18 @@ DASHBOARD_HISTORY_SAMPLES = env_int("DASHBOARD_HISTORY_SAMPLES", 1440, minimum=1
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL or "filesystem://")
 BROKER_DIR = DATA_DIR / "broker"
 if CELERY_BROKER_URL.startswith("filesystem"):
-    BROKER_DIR.mkdir(parents=True, exist_ok=True)
+    # The folders are made at start-up (rlagent_project/local_files.py), not here.
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(BROKER_DIR),
         "data_folder_out": str(BROKER_DIR),
         "control_folder": str(BROKER_DIR / "control"),  # else kombu writes ./control
     }
-CELERY_RESULT_BACKEND = env_str("CELERY_RESULT_BACKEND", REDIS_URL)
+# Where /train, /save_model and the admin's rollback read the training worker's answer: Redis
+# when REDIS_HOST is set, else files under DATA_DIR/results (Celery's file-system backend).
+CELERY_RESULT_BACKEND = env_str(
+    "CELERY_RESULT_BACKEND",
+    REDIS_URL or f"rlagent_project.result_backend:FolderResultBackend+file://{DATA_DIR / 'results'}",
+)
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]

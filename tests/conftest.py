@@ -21,6 +21,18 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.write_line(f"Ran on {line}", bold=True)
 
 
+# Fixtures that start the service's processes (tests/live, tests/client) or a server for a browser.
+LIVE_FIXTURES = {"live_stack_factory", "service", "trained_service", "live_server"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that uses a live fixture is `live`, wherever it is: `make test-fast` leaves it out."""
+    for item in items:
+        if LIVE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.live)
+
+
+# The example bodies of the original specification (docs/original-specification.md).
 SEED_SELECT = {
     "replica_loads": [5, 3, 7],
     "queue_depth": 12,
@@ -55,6 +67,15 @@ def api_key(db) -> str:
     return create_api_key(name="tests")[1]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def worker_tasks() -> None:
+    """Register the Celery tasks as the worker does: with CELERY_TASK_ALWAYS_EAGER (tests/settings.py)
+    what /train, /save_model and the admin send then runs in the test process."""
+    from rlagent_project.celery import app
+
+    app.loader.import_default_modules()
+
+
 @pytest.fixture(autouse=True)
 def model_path(settings, tmp_path):
     """Each test writes checkpoints to a folder of its own."""
@@ -67,12 +88,14 @@ def client(store, api_key):
     """An API client holding a valid key, on a fresh agent with an empty replay store."""
     from rest_framework.test import APIClient
 
+    from agent_app import metrics
     from agent_app.services import training
     from agent_app.serving import policy_cache
 
     training._trainer = training.LocalTrainer()
     policy_cache.selections.clear()  # counts of earlier tests are not this test's
     policy_cache._flushed.clear()
+    metrics._decisions_counted.clear()
     return APIClient(HTTP_AUTHORIZATION=f"Bearer {api_key}", SERVER_NAME="localhost")
 
 

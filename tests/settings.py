@@ -31,7 +31,11 @@ if _mode != "embedded":
     if _redis:
         os.environ.setdefault("REDIS_HOST", "127.0.0.1")
         os.environ.setdefault("REDIS_DB", "15")  # a database of its own, flushed by the tests
-# Concurrent runs on one machine must not share keys or a test database.
+# Concurrent runs on one machine must not share keys or a test database; nor may pytest-xdist's
+# workers (make test-fast), which inherit what their controller set here.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for _name in ("REDIS_KEY_PREFIX", "DATA_DIR", "MODEL_PATH"):
+        os.environ.pop(_name, None)
 os.environ.setdefault("REDIS_KEY_PREFIX", f"rlagent-test-{os.getpid()}:")
 os.environ.setdefault("SECRET_KEY", "test-secret-key-" + "x" * 40)
 os.environ.setdefault("DATA_DIR", tempfile.mkdtemp(prefix="rlagent-test-"))

@@ -119,3 +119,17 @@ def require_request_bodies(result, generator, request, public):
             if isinstance(operation, dict) and "requestBody" in operation:
                 operation["requestBody"]["required"] = True
     return result
+
+
+def single_report_excludes_batch(result, generator, request, public):
+    """Postprocessing hook: a /record_experience body with `experiences` is read as the batch form
+    (api/views.py), whatever else it holds; the single form of the oneOf says so, or a body valid
+    in both forms would be schema-invalid yet accepted."""
+    report = result.get("components", {}).get("schemas", {}).get("ExperienceReport")
+    if report:
+        single = {"$ref": "#/components/schemas/ExperienceRequest"}
+        report["oneOf"] = [
+            {"allOf": [single], "not": {"required": ["experiences"]}} if branch == single else branch
+            for branch in report["oneOf"]
+        ]
+    return result

@@ -7,17 +7,14 @@ from functools import lru_cache
 from django.conf import settings
 
 from agent_app.replay.base import ExperienceRecord, ReplayStore, StoreUnavailable, TransitionArrays
+from agent_app.replay.database_store import DatabaseReplayStore
+from agent_app.replay.redis_store import RedisReplayStore
+from agent_app.rl.state import state_dim
 
 __all__ = ["ExperienceRecord", "ReplayStore", "StoreUnavailable", "TransitionArrays", "get_replay_store"]
 
 
 @lru_cache(maxsize=1)
 def get_replay_store() -> ReplayStore:
-    state_dim = settings.NUM_REPLICAS + 7
-    if settings.REPLAY_STORE == "redis":
-        from agent_app.replay.redis_store import RedisReplayStore
-
-        return RedisReplayStore(settings.REPLAY_CAPACITY, state_dim)
-    from agent_app.replay.database_store import DatabaseReplayStore
-
-    return DatabaseReplayStore(settings.REPLAY_CAPACITY, state_dim)
+    store = RedisReplayStore if settings.REPLAY_STORE == "redis" else DatabaseReplayStore
+    return store(settings.REPLAY_CAPACITY, state_dim(settings.NUM_REPLICAS))

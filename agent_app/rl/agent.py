@@ -23,6 +23,7 @@ from agent_app.rl.config import DQNConfig
 from agent_app.rl.inference import NumpyQNetwork
 from agent_app.rl.network import FlatParameters, QNetwork, export_numpy, make_adam
 from agent_app.rl.nstep import NStepAccumulator
+from agent_app.rl.policy import softmax_confidence
 
 
 class Decision(NamedTuple):
@@ -53,12 +54,6 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} requested but CUDA is not available")
     return torch.device(name)
-
-
-def softmax_confidence(q_values: np.ndarray, action: int) -> float:
-    """Softmax probability of `action` over `q_values` (max-shifted for stability)."""
-    shifted = np.exp(q_values - q_values.max())
-    return float(shifted[action] / shifted.sum())
 
 
 class DQNAgent:

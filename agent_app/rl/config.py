@@ -7,18 +7,18 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-# Extra features after the N replica loads: queue, latency, rps, success, memory, cpu, time.
-ROUTING_EXTRA_FEATURES = 7
+from agent_app.rl.state import state_dim
+
 _LOSSES = ("mse", "huber")
 
 
 @dataclass(frozen=True)
 class DQNConfig:
-    """DQN hyperparameters. Defaults are the seed's where it has one; the rest say why."""
+    """DQN hyperparameters. Defaults are the original specification's where it has one; the rest say why."""
 
     state_dim: int
     n_actions: int
-    # Seed architecture: input -> 128 -> 128 -> 128 -> actions, ReLU.
+    # The specification's architecture: input -> 128 -> 128 -> 128 -> actions, ReLU.
     hidden_sizes: tuple[int, ...] = (128, 128, 128)
     dueling: bool = False
     # Double DQN: max over noisy Q estimates is biased upwards; latency rewards are noisy and
@@ -37,15 +37,15 @@ class DQNConfig:
     lr: float = 1e-3
     batch_size: int = 64
     buffer_capacity: int = 10_000
-    # Target sync period, counted in gradient steps (seed: every 100 steps).
+    # Target sync period, counted in gradient steps (the specification: every 100 steps).
     target_update_interval: int = 100
     # 1.0 = hard copy every interval; < 1 = Polyak averaging applied every interval.
     tau: float = 1.0
     epsilon_start: float = 1.0
     epsilon_min: float = 0.01
-    # Seed schedule: epsilon = max(epsilon_min, epsilon * epsilon_decay) after each train step.
+    # The specification's schedule: epsilon = max(epsilon_min, epsilon * epsilon_decay) after each train step.
     epsilon_decay: float = 0.995
-    # Seed loss is MSE; "huber" is less sensitive to the -10 failure outliers.
+    # The specification's loss is MSE; "huber" is less sensitive to the -10 failure outliers.
     loss: str = "mse"
     # Gradient clipping by global norm; None disables it. 10 only clips the rare -10 spikes.
     max_grad_norm: float | None = 10.0
@@ -154,9 +154,7 @@ def routing_config(num_replicas: int, **overrides: Any) -> DQNConfig:
     for name in ("state_dim", "n_actions"):
         if name in overrides:
             raise ValueError(f"{name} is derived from num_replicas; do not override it")
-    return DQNConfig(
-        state_dim=num_replicas + ROUTING_EXTRA_FEATURES, n_actions=num_replicas, **overrides
-    )
+    return DQNConfig(state_dim=state_dim(num_replicas), n_actions=num_replicas, **overrides)
 
 
 def _positive_int(name: str, value: Any) -> None:

@@ -2,7 +2,7 @@
 
 Gateways tag each reported outcome with the arm that routed it (`arm`: "rl", "heuristic", ...);
 the replay store keeps running totals and a log-bucket latency histogram per arm atomically with
-the experiences themselves.
+the experiences themselves (`agent_app.replay.histogram`).
 """
 
 from __future__ import annotations
@@ -10,17 +10,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-BUCKET_GROWTH = 1.05  # each histogram bucket is 5% wider than the last: p99 to within 5%
+from agent_app.replay import get_replay_store
+from agent_app.replay.histogram import quantile_ms
+
 Z_95 = 1.959964
 BASELINE, CANDIDATE = "heuristic", "rl"
-
-
-def latency_bucket(latency_ms: float) -> int:
-    return int(math.log1p(max(latency_ms, 0.0)) / math.log(BUCKET_GROWTH))
-
-
-def bucket_upper_ms(bucket: int) -> float:
-    return math.expm1((bucket + 1) * math.log(BUCKET_GROWTH))
 
 
 def summarize(totals: dict[str, Any]) -> dict[str, Any]:
@@ -28,18 +22,12 @@ def summarize(totals: dict[str, Any]) -> dict[str, Any]:
     count = totals["count"]
     mean = totals["latency_sum"] / count
     variance = max(totals["latency_sq_sum"] / count - mean**2, 0.0) * count / max(count - 1, 1)
-    rank, seen, p99 = math.ceil(0.99 * count), 0, 0.0
-    for bucket in sorted(totals["buckets"]):
-        seen += totals["buckets"][bucket]
-        if seen >= rank:
-            p99 = bucket_upper_ms(bucket)
-            break
     return {
         "count": count,
         "success_rate": totals["successes"] / count,
         "latency_mean_ms": mean,
         "latency_std_ms": math.sqrt(variance),
-        "latency_p99_ms": p99,
+        "latency_p99_ms": quantile_ms(totals["buckets"], 0.99),
     }
 
 
@@ -63,8 +51,6 @@ def compare(baseline: dict[str, Any], candidate: dict[str, Any]) -> dict[str, An
 
 
 def ab_results() -> dict[str, Any]:
-    from agent_app.replay import get_replay_store
-
     totals_by_arm = get_replay_store().arm_totals()
     arms = {arm: summarize(totals) for arm, totals in totals_by_arm.items() if totals["count"]}
     comparison = None

@@ -5,33 +5,18 @@ No database query, no lock, no import: everything comes from the process's servi
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 from django.conf import settings
 
 from agent_app.decisions import encode_decision
-from agent_app.metrics import count_decision
-from agent_app.rl.state import build_state, normalize_state, time_of_day_now
+from agent_app.rl.policy import least_loaded, softmax_confidence
+from agent_app.rl.state import build_state, normalize_one, time_of_day_now
 from agent_app.serving import policy_cache
 
 _rng = random.Random()
-
-
-def least_loaded(replica_loads: Sequence[float]) -> int:
-    """Index of the least-loaded replica, ties broken at random so no replica is favoured."""
-    low = min(replica_loads)
-    candidates = [i for i, load in enumerate(replica_loads) if load == low]
-    return candidates[0] if len(candidates) == 1 else _rng.choice(candidates)
-
-
-def softmax_confidence(q_values: np.ndarray, action: int) -> float:
-    """Softmax probability of `action` over the Q-values: 1/N when they tie, near 1 when one stands out."""
-    shifted = np.exp(q_values - q_values.max())
-    return float(shifted[action] / shifted.sum())
 
 
 def select_replica(
@@ -58,18 +43,17 @@ def select_replica(
     else:
         action, policy = least_loaded(replica_loads), "least_loaded"
     if snap.network is not None:
-        q_values = snap.network.q_values(normalize_state(state, n))
+        q_values = snap.network.q_values(normalize_one(state, n)).tolist()  # Python floats from here
         if action is None:
-            action = int(np.argmax(q_values))
+            action = q_values.index(max(q_values))  # the first best, as np.argmax
         confidence = softmax_confidence(q_values, action)
     else:
         confidence = 1.0 / n  # no model: no preference to report
-    policy_cache.selections[(action, policy)] += 1
-    count_decision(action, policy)
+    policy_cache.selections[(action, policy)] += 1  # /stats and /metrics counters, flushed off this path
     return {
         "replica_idx": action,
         "replica_name": settings.REPLICA_NAMES[action],
-        "confidence": round(confidence, 6) if math.isfinite(confidence) else 0.0,
+        "confidence": round(confidence, 6),
         "exploration": explore,
         "policy": policy,
         "fallback_reason": None if policy != "least_loaded" else fallback_reason,

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from agent_app.models import AgentState
 from tests.conftest import SEED_EXPERIENCE, SEED_SELECT
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.fuzz]
 
 numbers = st.one_of(
     st.integers(min_value=-(10**20), max_value=10**20),
@@ -28,7 +28,7 @@ json_values = st.recursive(
 
 
 def mutated(base: dict) -> st.SearchStrategy:
-    """The seed's body with some fields replaced, dropped or added."""
+    """The original specification's body with some fields replaced, dropped or added."""
     keys = sorted(base)
     return st.builds(
         lambda replace, drop, extra: {

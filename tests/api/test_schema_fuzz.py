@@ -3,7 +3,8 @@
 Every operation goes through every phase schemathesis has (examples, coverage, fuzzing, and
 stateful: /select_replica's decision_id into /record_experience) with every check it ships: no
 5xx; no status, body, header or content type the schema does not describe; schema-valid requests
-accepted and schema-invalid ones refused. Once with a valid API key, once without one. In process
+accepted (a made-up decision_id is refused for its signature alone: see RAW_TOKEN_PHASE) and
+schema-invalid ones refused. Once with a valid API key, once without one. In process
 through the WSGI application, on the suite's backends (Postgres and Redis when they answer).
 
     .venv/bin/pytest tests/api/test_schema_fuzz.py        # prints the cases run per auth and phase
@@ -22,10 +23,15 @@ from django.core.wsgi import get_wsgi_application
 from django.db import connections
 from schemathesis.engine import Status, events, from_schema
 from schemathesis.engine.statistic import Statistic
+from schemathesis.generation.meta import TestPhase
 from schemathesis.hooks import GLOBAL_HOOK_DISPATCHER
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 from schemathesis.transport.wsgi import WSGITransport
 
 from agent_app.api.fields import QueryIntegerField
+from agent_app.rl.state import state_dim
+
+pytestmark = pytest.mark.fuzz
 
 # Fuzzing and stateful examples per operation; coverage and examples enumerate the schema.
 MAX_EXAMPLES = int(os.environ.get("FUZZ_MAX_EXAMPLES", "60"))
@@ -38,6 +44,13 @@ OPERATIONS = {
     "POST /select_replica", "POST /record_experience", "POST /train", "POST /save_model", "GET /stats",
     "GET /model/weights", "GET /ab_results", "GET /health", "GET /ready",
 }
+# The phase that sends made-up decision_ids as generated. Coverage enumerates each constraint's
+# edges (the empty string, the longest one, a character outside the pattern), so a constraint
+# the schema states and validation does not, or the reverse, shows there; the other phases get
+# real tokens, so that reports carrying one go on to be stored.
+RAW_TOKEN_PHASE = TestPhase.COVERAGE
+UNISSUED = "issued by this service"  # what every InvalidDecision message says (agent_app/decisions.py)
+raw_tokens_sent: set[str] = set()
 
 
 def _closing_connections(app):
@@ -72,7 +85,7 @@ def _send_without_socket_options(send):
 def _real_decision_ids(context, case, kwargs):
     """A decision_id is a token the service signs, so a schema-valid one is one it issued: give
     schema-valid reports a real one where they carry a made-up one (the stateful phase sends
-    those /select_replica returned)."""
+    those /select_replica returned). Not in RAW_TOKEN_PHASE: see there."""
     from django.conf import settings
 
     from agent_app.decisions import InvalidDecision, decode_decision, encode_decision
@@ -81,14 +94,39 @@ def _real_decision_ids(context, case, kwargs):
         return
     if case.meta.generation.mode.is_negative:
         return
-    body, state_dim = case.body, settings.NUM_REPLICAS + 7
+    body, dim = case.body, state_dim(settings.NUM_REPLICAS)
     items = body.get("experiences", []) if isinstance(body, dict) else []
     for item in [body, *(items if isinstance(items, list) else [])]:
         if isinstance(item, dict) and isinstance(item.get("decision_id"), str):
+            if case.meta.phase.name == RAW_TOKEN_PHASE:
+                raw_tokens_sent.add(item["decision_id"])
+                continue
             try:
-                decode_decision(item["decision_id"], state_dim)
+                decode_decision(item["decision_id"], dim)
             except InvalidDecision:
-                item["decision_id"] = encode_decision(0, 0, [0.5] * state_dim)
+                item["decision_id"] = encode_decision(0, 0, [0.5] * dim)
+
+
+def _refuses_only_unissued_tokens(body: object, key: str | None = None) -> bool:
+    """Whether every message of a 400's body (a batch's nested per item) refuses a decision_id
+    as not issued by this service."""
+    if isinstance(body, dict):
+        return bool(body) and all(_refuses_only_unissued_tokens(value, name) for name, value in body.items())
+    if isinstance(body, list):
+        messages = [item for item in body if item != {}]  # a batch's valid items have no errors
+        return bool(messages) and all(_refuses_only_unissued_tokens(item, key) for item in messages)
+    return key == "decision_id" and isinstance(body, str) and UNISSUED in body
+
+
+@schemathesis.check
+def accepts_valid_data_but_unissued_tokens(ctx, response, case):
+    """schemathesis's positive_data_acceptance (switched off in run_schemathesis), except that in
+    RAW_TOKEN_PHASE a made-up decision_id may be refused as not issued here: its signature is the
+    one thing about it the schema cannot state. Any other refusal of schema-valid data fails."""
+    if (case.meta is not None and case.meta.phase.name == RAW_TOKEN_PHASE and response.status_code == 400
+            and _refuses_only_unissued_tokens(response.json())):
+        return None
+    return positive_data_acceptance(ctx, response, case)
 
 
 @pytest.fixture
@@ -114,6 +152,7 @@ def fuzz_target(transactional_db, monkeypatch):
         monkeypatch.setitem(io.TrainQuery._declared_fields, name, field)
     monkeypatch.setattr(WSGITransport, "send", _send_without_socket_options(WSGITransport.send))
     GLOBAL_HOOK_DISPATCHER.register_hook_with_name(_real_decision_ids, "before_call")
+    raw_tokens_sent.clear()
     try:
         yield _closing_connections(get_wsgi_application()), create_api_key(name="fuzz")[1]
     finally:
@@ -130,6 +169,7 @@ def run_schemathesis(app, headers: dict[str, str]) -> tuple[Statistic, dict[str,
         "workers": 1,
         "headers": headers,
         "generation": {"max-examples": MAX_EXAMPLES, "database": "none"},
+        "checks": {"positive_data_acceptance": {"enabled": False}},  # accepts_valid_data_but_unissued_tokens
         "cache": {"enabled": False},  # no .schemathesis/ replaying an earlier run's requests
         # Two integer parameters, and each accepted case trains and publishes a model: fewer suffice.
         "operations": [{"include-path": "/train", "generation": {"max-examples": max(MAX_EXAMPLES // 4, 5)}}],
@@ -175,4 +215,7 @@ def test_no_server_error_and_no_response_outside_the_schema(fuzz_target, auth, c
     assert not statistic.failures, describe(statistic)
     assert statistic.tested_operations == OPERATIONS
     assert all(cases[phase] for phase in PHASES), cases
+    # The edges of decision_id's constraints went out as generated: the empty string among them
+    # while the schema allowed it, a single character now that it does not.
+    assert min(map(len, raw_tokens_sent), default=None) == 1 and max(map(len, raw_tokens_sent)) == 1024
     assert sum(cases.values()) >= 1000, cases

@@ -15,7 +15,7 @@ from agent_app.services.lease import training_lease
 pytestmark = pytest.mark.django_db
 
 
-def test_train_answers_the_seed_fields_and_publishes_a_model(client, fill):
+def test_train_answers_the_specification_fields_and_publishes_a_model(client, fill):
     fill(200)
     response = client.post("/train?batch_size=64&iterations=10")
     assert response.status_code == 200, response.content
@@ -69,7 +69,7 @@ def test_save_model_writes_a_loadable_checkpoint(client, fill):
     assert Checkpoint.objects.filter(version=1, steps_done=5).exists()
 
 
-def test_stats_has_the_seed_fields_and_more(client, fill):
+def test_stats_has_the_specification_fields_and_more(client, fill):
     fill(100)
     client.post("/train?batch_size=64&iterations=3")
     client.post("/select_replica", {"replica_loads": [1, 2, 3], "queue_depth": 0, "recent_latency_ms": 1,
@@ -152,3 +152,18 @@ def test_manage_train_takes_every_step_asked_even_when_each_run_is_cut_short(fil
     fill(100)
     call_command("train", iterations=3, chunk=3, batch_size=32, stdout=io.StringIO())
     assert AgentState.load().steps_done == 3
+
+
+def test_manage_train_reports_a_loss_that_is_not_finite_instead_of_crashing(fill, monkeypatch):
+    from django.core.management import call_command
+
+    from agent_app.rl.agent import DQNAgent
+
+    train_step = DQNAgent.train_step
+    monkeypatch.setattr(DQNAgent, "train_step", lambda agent: train_step(agent)._replace(loss=float("nan")))
+    fill(100)
+    out = io.StringIO()
+    call_command("train", iterations=2, chunk=1, batch_size=32, stdout=out)
+    assert "loss not finite" in out.getvalue()  # the progress line
+    assert "trained 2 steps: steps_done=2 loss=not finite" in out.getvalue()
+    assert AgentState.load().last_loss is None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 
 from django.core.management.base import BaseCommand, CommandError
@@ -31,9 +30,9 @@ class Command(BaseCommand):
                 raise CommandError(str(exc)) from None
             done += result["iterations"]  # fewer than asked when the run's time budget cut it short
             self._progress(done, iterations, started, result)
-        sys.stdout.write("\n")
+        self.stdout.write("")
         self.stdout.write(self.style.SUCCESS(
-            f"trained {iterations} steps: steps_done={result['steps_done']} loss={result['loss']:.5f} "
+            f"trained {iterations} steps: steps_done={result['steps_done']} loss={_loss(result)} "
             f"epsilon={result['epsilon']:.4f} model v{result['model_version']}"
         ))
 
@@ -41,8 +40,13 @@ class Command(BaseCommand):
         width = 30
         filled = width * done // total
         rate = done / max(time.monotonic() - started, 1e-9)
-        sys.stdout.write(
+        self.stdout.write(
             f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} steps "
-            f"{rate:,.0f} steps/s loss {result['loss'] or 0:.5f} epsilon {result['epsilon']:.4f}"
+            f"{rate:,.0f} steps/s loss {_loss(result)} epsilon {result['epsilon']:.4f}", ending=""
         )
-        sys.stdout.flush()
+        self.stdout.flush()
+
+
+def _loss(result: dict) -> str:
+    # The loss is None when it was not finite: exactly when the operator most needs to see it.
+    return "not finite" if result["loss"] is None else f"{result['loss']:.5f}"
