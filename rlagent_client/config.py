@@ -14,7 +14,7 @@ MODES = ("rl", "shadow", "canary", "heuristic")
 INFERENCE = ("remote", "local")
 TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 
-# Environment variable -> field. USE_RL_AGENT and RL_AGENT_URL are the seed's names.
+# Environment variable -> field. USE_RL_AGENT and RL_AGENT_URL are the original specification's names.
 ENV_FIELDS = {
     "RL_AGENT_URL": "url",
     "RL_AGENT_API_KEY": "api_key",
@@ -41,7 +41,7 @@ class ClientConfig:
 
     url: str = "http://localhost:5000"  # the RL agent service
     api_key: str | None = None  # sent as `Authorization: Bearer`; /record_experience needs it
-    mode: str = "rl"  # rl | shadow | canary | heuristic (who routes; see README "Gateway client")
+    mode: str = "rl"  # rl | shadow | canary | heuristic (who routes; see rlagent_client/README.md)
     inference: str = "remote"  # remote: POST /select_replica; local: published weights in-process
     timeout_ms: float = 50.0  # budget of one /select_replica call before the heuristic decides
     canary_percent: float = 10.0  # canary mode: share of requests the agent routes
@@ -104,7 +104,7 @@ class ClientConfig:
                 continue
             values[name] = _parse(var, raw.strip(), types[name])
         if not _parse("USE_RL_AGENT", env.get("USE_RL_AGENT", "false").strip(), "bool"):
-            values["mode"] = "heuristic"  # the seed: USE_RL_AGENT=false falls back to the heuristic
+            values["mode"] = "heuristic"  # as specified: USE_RL_AGENT=false falls back to the heuristic
         values.update(overrides)
         return cls(**values)
 

@@ -1,4 +1,4 @@
-"""URL routes: the seed's API at the root, plus admin, OpenAPI schema and Prometheus metrics."""
+"""URL routes: the specification's API at the root, plus admin, OpenAPI schema and Prometheus metrics."""
 
 from django.contrib import admin
 from django.urls import include, path

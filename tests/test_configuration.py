@@ -68,7 +68,7 @@ def test_embedded_mode_needs_no_environment(tmp_path):
     assert exploration == "True"
 
 
-def test_seed_defaults_apply_when_services_are_configured(tmp_path):
+def test_specification_defaults_apply_when_services_are_configured(tmp_path):
     result = run_manage(
         "shell", "-c",
         "from django.conf import settings as s; print(s.MODEL_PATH, s.PROMETHEUS_URL, s.REDIS_PORT, "

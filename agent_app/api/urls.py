@@ -1,4 +1,4 @@
-"""Routes of the seed's API, at the paths the seed's curl examples use."""
+"""Routes of the original specification's API, at the paths its curl examples use."""
 
 from django.urls import path
 

@@ -9,7 +9,7 @@ from typing import Any
 # Public name -> submodule that defines it. Imported lazily (PEP 562): a web worker that only
 # needs the NumPy inference path never pays for importing torch.
 _EXPORTS = {
-    "agent": ["DQNAgent", "Decision", "TrainResult", "resolve_device", "softmax_confidence"],
+    "agent": ["DQNAgent", "Decision", "TrainResult", "resolve_device"],
     "batching": ["validate_batch"],
     "buffers": ["Batch", "PrioritizedReplayBuffer", "ReplayBuffer", "Transition", "beta_schedule"],
     "checkpoint": [
@@ -28,6 +28,7 @@ _EXPORTS = {
     "network": ["QNetwork", "export_numpy"],
     "nstep": ["NStepAccumulator", "NStepTransition"],
     "offline": ["OfflineDataError", "OfflineResult", "load_experiences", "train_offline"],
+    "policy": ["least_loaded", "softmax_confidence"],
     "reward": ["DEFAULT_REWARD", "RewardConfig", "compute_reward", "compute_rewards"],
     "state": [
         "DEFAULT_SCALES",

@@ -1,4 +1,4 @@
-"""Self-test like the seed's `python agent.py`: `python -m agent_app.rl [--steps N] [--seed S]`
+"""Self-test like the specification's `python agent.py`: `python -m agent_app.rl [--steps N] [--seed S]`
 trains briefly on built-in tasks and exits 0 if the DQN learned, 1 if not."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Validation of training batches sampled outside the agent (Redis/Postgres; DESIGN decision 8)
+"""Validation of training batches sampled outside the agent (Redis/Postgres; docs/design.md, decision 8)
 and the zero-copy conversion of batches to tensors."""
 
 from __future__ import annotations

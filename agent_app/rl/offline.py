@@ -50,7 +50,7 @@ def load_experiences(
 ) -> OfflineData:
     """Read and validate every row of a JSON-lines or .csv file.
 
-    A row is either a transition (state, action, reward, next_state[, done]) or the seed's
+    A row is either a transition (state, action, reward, next_state[, done]) or the original
     `record_experience` body (state, action, latency_ms, success, replica_loads[, next_state]):
     its reward comes from `reward.compute_reward` and, without next_state, its next state from
     `state.next_state_after`. In CSV, list cells hold JSON arrays ("[5, 3, 7]").
@@ -134,7 +134,7 @@ def _parse_row(
     if _present(row, "reward"):
         reward = _number(row["reward"], "reward")
         next_state = _vector(row["next_state"], "next_state", state_dim)
-    else:  # the seed's record_experience shape
+    else:  # the original specification's record_experience shape
         latency = _number(row["latency_ms"], "latency_ms")
         if latency < 0:
             raise ValueError(f"'latency_ms' must be >= 0, got {latency}")

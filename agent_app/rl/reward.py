@@ -1,4 +1,4 @@
-"""The seed's routing reward, 1 - latency_ms/1000 - 0.1 * var(loads) or -10 on failure, with
+"""The original specification's routing reward, 1 - latency_ms/1000 - 0.1 * var(loads) or -10 on failure, with
 its weights and scales as configuration (RewardConfig)."""
 
 from __future__ import annotations
@@ -19,16 +19,16 @@ def _finite(value: Any) -> bool:
 class RewardConfig:
     """Reward weights and scales.
 
-    load_scale defaults to 100 (variance of loads in [0, 1]), not the seed's raw loads (1.0):
+    load_scale defaults to 100 (variance of loads in [0, 1]), not the specification's raw loads (1.0):
     the raw variance grows with the square of the loads, so at loads [50, 40, 70] the balance
     term is -15.5, larger than the whole latency range and than a failure (-10), and the agent
-    would learn to balance rather than to be fast (DESIGN decision 7). On the 0-1 scale the
+    would learn to balance rather than to be fast (docs/design.md, decision 7). On the 0-1 scale the
     term is bounded by balance_weight * 0.25 and acts as a tie-breaker between replicas of
     equal latency; imbalance that actually hurts already shows up as latency.
 
-    clip_min defaults to failure_penalty so a very slow success (latency > 11 s with the seed's
+    clip_min defaults to failure_penalty so a very slow success (latency > 11 s with the specification's
     scale) never scores worse than a failure; clip_max 1.0 is the best reward possible anyway.
-    `RewardConfig.seed()` is the seed's exact formula (raw loads, no clipping).
+    `RewardConfig.seed()` is the original specification's exact formula (raw loads, no clipping).
     """
 
     latency_scale_ms: float = 1000.0
@@ -56,7 +56,7 @@ class RewardConfig:
 
     @classmethod
     def seed(cls) -> RewardConfig:
-        """The seed's formula exactly: variance of raw loads, no clipping."""
+        """The original specification's formula exactly: variance of raw loads, no clipping."""
         return cls(load_scale=1.0, clip_min=None, clip_max=None)
 
     def to_dict(self) -> dict[str, Any]:
@@ -83,7 +83,7 @@ def compute_reward(
         loads = np.asarray(replica_loads, dtype=np.float64) / config.load_scale
         if loads.size == 0:
             raise ValueError("replica_loads must not be empty")
-        # Population variance (ddof=0), as numpy's var and the seed compute it.
+        # Population variance (ddof=0), as numpy's var and the specification compute it.
         balance = float(loads.var())
         reward = 1.0 - float(latency_ms) / config.latency_scale_ms - config.balance_weight * balance
     return _clip(reward, config)

@@ -34,7 +34,7 @@ class RoutingBandit:
         self.scales = scales
 
     def sample_state(self) -> np.ndarray:
-        """A raw state in the seed's layout (loads 0-100, latency in seconds, rps raw...)."""
+        """A raw state in the specification's layout (loads 0-100, latency in seconds, rps raw...)."""
         n = self.num_replicas
         loads = self.rng.uniform(0, 100, n)
         extras = [

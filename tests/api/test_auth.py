@@ -37,6 +37,17 @@ def test_open_endpoints_answer_without_a_key(anonymous):
     assert anonymous.get("/stats").status_code == 200
 
 
+def test_each_open_group_covers_its_read_only_companion(anonymous):
+    # As docs/configuration.md says: `select_replica` opens the weights, `stats` the A/B results.
+    assert anonymous.get("/ab_results").status_code == 200
+    assert anonymous.get("/model/weights").status_code == 404  # open: no model published yet
+    with override_settings(OPEN_ENDPOINTS=[]):
+        assert anonymous.get("/ab_results").status_code == 401
+        assert anonymous.get("/model/weights").status_code == 401
+        assert anonymous.get("/health").status_code == 200  # health checks are always open
+        assert anonymous.get("/ready").status_code in (200, 503)
+
+
 @override_settings(OPEN_ENDPOINTS=["health"])
 def test_select_and_stats_can_be_closed(anonymous, api_key):
     assert anonymous.post("/select_replica", SEED_SELECT, format="json").status_code == 401

@@ -18,7 +18,8 @@ from tests.conftest import random_experience
 from tests.operators.conftest import PASSWORD, select
 
 CHROMIUM = "/usr/bin/chromium"
-# The README's screenshot is refreshed on request (UPDATE_SCREENSHOT=1), so test runs leave the tree clean.
+# The screenshot in docs/operations.md is refreshed on request (UPDATE_SCREENSHOT=1), so test runs
+# leave the tree clean.
 DOCS_SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "dashboard.png"
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -1,4 +1,4 @@
-"""DQNAgent: decisions, the seed's epsilon schedule, target sync, clipping, Double DQN, and
+"""DQNAgent: decisions, the specification's epsilon schedule, target sync, clipping, Double DQN, and
 equality of the optimised step with a plain PyTorch implementation."""
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def test_train_step_waits_for_a_full_batch() -> None:
     assert result.td_errors.shape == (8,)
 
 
-def test_epsilon_follows_the_seed_formula_after_each_training_step() -> None:
+def test_epsilon_follows_the_specification_formula_after_each_training_step() -> None:
     agent = _agent_with_data()
     expected = 1.0
     for _ in range(1000):

@@ -15,7 +15,7 @@ def test_routing_config_has_state_n_plus_7_and_one_action_per_replica() -> None:
     assert routing_config(5).state_dim == 12
 
 
-def test_defaults_follow_the_seed_where_it_has_one() -> None:
+def test_defaults_follow_the_specification_where_it_has_one() -> None:
     config = routing_config(3)
     assert config.hidden_sizes == (128, 128, 128)
     assert config.batch_size == 64

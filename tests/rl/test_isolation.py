@@ -1,4 +1,4 @@
-"""DESIGN decision 2: the RL core imports only the stdlib, numpy and torch, never Django."""
+"""docs/design.md, decision 2: the RL core imports only the stdlib, numpy and torch, never Django."""
 
 from __future__ import annotations
 

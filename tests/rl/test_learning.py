@@ -61,7 +61,7 @@ def test_discount_changes_the_optimal_chain_policy() -> None:
 
 
 def test_online_epsilon_greedy_control_learns_the_chain() -> None:
-    # Episodes start at a random position ("exploring starts"): with the seed's fast epsilon
+    # Episodes start at a random position ("exploring starts"): with the specification's fast epsilon
     # decay, epsilon-greedy from state 0 alone rarely walks the whole chain (the textbook
     # deep-exploration failure), which would test luck rather than the learner.
     chain = ChainMDP(length=5)

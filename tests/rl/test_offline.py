@@ -27,7 +27,7 @@ def _write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-def test_seed_record_experience_rows_get_reward_and_next_state(tmp_path: Path) -> None:
+def test_specification_record_experience_rows_get_reward_and_next_state(tmp_path: Path) -> None:
     data = load_experiences(_write_jsonl(tmp_path / "log.jsonl", [SEED_EXPERIENCE]), 10, 3)
     assert data.rewards[0] == pytest.approx(compute_reward(265.3, True, [5, 4, 7]))
     np.testing.assert_allclose(data.next_states[0], next_state_after(SEED_EXPERIENCE["state"], [5, 4, 7]))
@@ -88,7 +88,7 @@ def test_training_from_a_log_alone_learns_to_route(tmp_path: Path) -> None:
     env = RoutingBandit(3, seed=0)
     rng = np.random.default_rng(0)
     rows = []
-    for _ in range(3000):  # a log written by a random router, in the seed's API shape
+    for _ in range(3000):  # a log written by a random router, in the specification's API shape
         raw = env.sample_state()
         action = int(rng.integers(3))
         env_reward, next_raw = env.step(raw, action)

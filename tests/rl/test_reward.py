@@ -1,4 +1,4 @@
-"""The seed's reward formula, its failure penalty, and the configurable scaling."""
+"""The original specification's reward formula, its failure penalty, and the configurable scaling."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from agent_app.rl import RewardConfig, compute_reward, compute_rewards
 
 
-def test_seed_config_matches_the_seed_formula() -> None:
+def test_reward_config_seed_is_the_specification_formula() -> None:
     loads = [5, 4, 7]
     expected = 1.0 - 265.3 / 1000.0 + -0.1 * np.var(loads)
     assert compute_reward(265.3, True, loads, RewardConfig.seed()) == pytest.approx(expected)
@@ -23,7 +23,7 @@ def test_default_scales_the_variance_to_loads_over_100() -> None:
     loads = [50, 40, 70]
     expected = 1.0 - 0.2 - 0.1 * np.var(np.array(loads) / 100.0)
     assert compute_reward(200.0, True, loads) == pytest.approx(expected)
-    # The seed's raw form lets busy replicas drown the latency signal (and the failure).
+    # The specification's raw form lets busy replicas drown the latency signal (and the failure).
     assert compute_reward(200.0, True, loads, RewardConfig.seed()) < -10.0
 
 

@@ -1,4 +1,4 @@
-"""State encoding: the seed's raw vector, its order, the scales and next_state_after."""
+"""State encoding: the original specification's raw vector, its order, the scales and next_state_after."""
 
 from __future__ import annotations
 
@@ -16,16 +16,16 @@ from agent_app.rl import (
     state_dim,
 )
 
-SEED_STATE = [5, 3, 7, 12, 0.28, 8.2, 0.98, 0.5, 0.4, 0.5]
+SEED_STATE = [5, 3, 7, 12, 0.28, 8.2, 0.98, 0.5, 0.4, 0.5]  # the original specification's example
 
 
-def test_build_state_reproduces_the_seed_example() -> None:
+def test_build_state_reproduces_the_specification_example() -> None:
     raw = build_state([5, 3, 7], 12, 280.5, 8.2, 0.98, memory=0.5, cpu=0.4, time_of_day=0.5)
     assert raw == pytest.approx([5, 3, 7, 12, 0.2805, 8.2, 0.98, 0.5, 0.4, 0.5])
     assert len(raw) == state_dim(3) == 10
 
 
-def test_feature_names_follow_the_seed_order() -> None:
+def test_feature_names_follow_the_specification_order() -> None:
     assert feature_names(2) == [
         "load_0",
         "load_1",
