@@ -35,5 +35,9 @@ $(VENV)/.installed-dev: requirements-dev.txt $(VENV)/.installed
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $@
 
+bench: $(VENV)/.installed-dev  ## the hot-path benchmark against a constant DRF endpoint (docs/BENCHMARKS.md); needs wrk
+	command -v wrk >/dev/null || (apt-get update -q && apt-get install -y -q wrk)
+	$(BIN)/python benchmarks/api_throughput.py $(BENCH_ARGS)
+
 clean:
 	rm -rf var .pytest_cache
