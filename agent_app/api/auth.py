@@ -6,6 +6,7 @@ import hashlib
 import secrets
 
 from django.conf import settings
+from django.db import DatabaseError
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.exceptions import AuthenticationFailed, NotAuthenticated
 from rest_framework.permissions import BasePermission
@@ -28,6 +29,17 @@ def create_api_key(*, name: str) -> tuple[ApiKey, str]:
     return key, raw
 
 
+def _known_key(key_digest: str) -> bool:
+    """In the snapshot, or created since its last refresh: a gateway that creates a key and uses it
+    at once must not be refused for a refresh interval. Only an unknown key costs a query."""
+    if key_digest in policy_cache.snapshot.api_key_digests:
+        return True
+    try:
+        return ApiKey.objects.filter(digest=key_digest, active=True).exists()
+    except DatabaseError:
+        return False  # the database is down: only the keys the snapshot holds are known
+
+
 class ApiKeyAuthentication(BaseAuthentication):
     """`Authorization: Bearer <key>` or `X-API-Key: <key>`."""
 
@@ -38,7 +50,7 @@ class ApiKeyAuthentication(BaseAuthentication):
         if not raw:
             return None
         policy_cache.ensure_started()
-        if digest(raw) not in policy_cache.snapshot.api_key_digests:
+        if not _known_key(digest(raw)):
             raise AuthenticationFailed("invalid or revoked API key")
         return (None, raw)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from django.test import override_settings
 
@@ -65,4 +67,20 @@ def test_keys_are_stored_hashed(api_key):
 def test_a_deactivated_key_stops_working(anonymous, api_key, store):
     ApiKey.objects.update(active=False)
     anonymous.credentials(HTTP_AUTHORIZATION=f"Bearer {api_key}")
+    assert anonymous.post("/record_experience", SEED_EXPERIENCE, format="json").status_code == 401
+
+
+def test_a_key_created_since_the_last_refresh_works_at_once(anonymous, store, settings, monkeypatch):
+    """A gateway that creates a key and uses it straight away is not refused until the next refresh."""
+    from agent_app.api.auth import create_api_key
+    from agent_app.serving import policy_cache
+
+    settings.POLICY_SYNC_THREAD = True  # a refresh thread, as in production: no refresh per call
+    monkeypatch.setattr(policy_cache, "_thread_pid", os.getpid())
+    policy_cache.refresh()
+    raw = create_api_key(name="just-created")[1]
+    assert len(policy_cache.snapshot.api_key_digests) == 0
+    anonymous.credentials(HTTP_AUTHORIZATION=f"Bearer {raw}")
+    assert anonymous.post("/record_experience", SEED_EXPERIENCE, format="json").status_code == 201
+    anonymous.credentials(HTTP_AUTHORIZATION="Bearer rlk_not-a-real-key")
     assert anonymous.post("/record_experience", SEED_EXPERIENCE, format="json").status_code == 401
