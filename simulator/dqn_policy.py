@@ -13,7 +13,14 @@ from typing import Any
 import numpy as np
 
 from agent_app.rl.agent import DQNAgent
-from agent_app.rl.config import routing_config
+from agent_app.rl.config import per_replica_config, routing_config
+from agent_app.rl.replica_features import (
+    ReplicaStats,
+    encode_context,
+    encode_observation,
+    replicas_from_body,
+    with_loads,
+)
 from agent_app.rl.reward import RewardConfig, compute_reward
 from agent_app.rl.state import StateScales, next_state_after, normalize_state
 
@@ -46,6 +53,13 @@ class DQNPolicy:
         if preset not in PRESETS:
             raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
         self.config_overrides = {**PRESETS[preset], **(config_overrides or {})}
+        # "network": "per_replica" picks the set network (any cluster size up to max_replicas).
+        self.network = self.config_overrides.pop("network", "mlp")
+        self.max_replicas = int(self.config_overrides.pop("max_replicas", 32))
+        if self.network not in ("mlp", "per_replica"):
+            raise ValueError(f"network must be 'mlp' or 'per_replica', got {self.network!r}")
+        self.replica_stats = ReplicaStats()
+        self._pending: dict[int, tuple[np.ndarray, list[str]]] = {}  # id(state) -> (obs, names)
         self.reward = RewardConfig(**(reward_overrides or {}))
         self.scales = StateScales(**(state_overrides or {}))
         self.train_every, self.steps_per_train = train_every, steps_per_train
@@ -68,7 +82,14 @@ class DQNPolicy:
         if self.agent is None:
             self.num_replicas = context.num_replicas
             overrides = {"seed": self.seed, "device": "cpu", **self.config_overrides}
-            self.agent = DQNAgent(routing_config(self.num_replicas, **overrides))
+            if self.network == "per_replica":
+                self.agent = DQNAgent(per_replica_config(self.max_replicas, **overrides))
+            else:
+                self.agent = DQNAgent(routing_config(self.num_replicas, **overrides))
+        elif self.network == "per_replica":
+            if context.num_replicas > self.max_replicas:
+                raise ValueError(f"the per-replica network sees at most {self.max_replicas} replicas")
+            self.num_replicas = context.num_replicas
         elif context.num_replicas != self.num_replicas:
             raise ValueError("a trained DQNPolicy cannot change its number of replicas")
 
@@ -80,27 +101,64 @@ class DQNPolicy:
         self.mode = mode
 
     def choose(self, request_fields: dict, rng: np.random.Generator) -> int:
-        state = self._normalise(self.context.raw_state())
-        return self.agent.act(state, explore=self.mode != "eval").action
+        raw = self.context.raw_state()
+        if self.network == "mlp":
+            return self.agent.act(self._normalise(raw), explore=self.mode != "eval").action
+        obs, names = self._observation(request_fields, raw)
+        # The engine hands the same state list back in the experience: it keys the decision.
+        self._pending[id(raw)] = (obs, names)
+        return self.agent.act(obs, explore=self.mode != "eval").action
 
     def observe(self, experience: dict) -> None:
         """Turn a ``record_experience`` body into a transition, as the service does."""
         reward = compute_reward(experience["latency_ms"], experience["success"],
-                                experience["replica_loads"], self.reward)
+                                experience["replica_loads"], self.reward,
+                                output_tokens=experience.get("output_tokens"))
         self.seen += 1
         self._track(experience, reward)
+        if self.network == "per_replica":
+            self._observe_per_replica(experience, reward)
+            return
         if self.mode == "eval":
             return
         state = experience["state"]
         next_state = next_state_after(state, experience["replica_loads"])
         self.agent.observe(self._normalise(state), experience["action"], reward,
                            self._normalise(next_state), False)
+        self._learn_tick()
+
+    def _learn_tick(self) -> None:
         self.trained_on += 1
         if self.trained_on % self.train_every == 0:
             for _ in range(self.steps_per_train):
                 result = self.agent.train_step()
                 if result is not None:
                     self.losses.append(result.loss)
+
+    # --- per-replica network ------------------------------------------------------------
+
+    def _observation(self, body: dict, raw: list[float]) -> tuple[np.ndarray, list[str]]:
+        names, features = replicas_from_body(body, self.replica_stats)
+        n = len(features)
+        extras = normalize_state(raw, n, self.scales)[n:].tolist()
+        request = body.get("request") or {}
+        context = encode_context(extras, request.get("prompt_tokens"), request.get("max_tokens"))
+        return encode_observation(features, context, self.max_replicas), names
+
+    def _observe_per_replica(self, experience: dict, reward: float) -> None:
+        pending = self._pending.pop(id(experience["state"]), None)
+        if pending is None:
+            return  # not decided by this policy (e.g. routed before it started)
+        obs, names = pending
+        # Statistics keep updating in every mode: they are features, as the service would learn them.
+        self.replica_stats.observe(names[experience["action"]], experience["success"],
+                                   experience["latency_ms"], experience.get("ttft_ms"),
+                                   experience.get("prompt_tokens", 0), experience.get("output_tokens", 0))
+        if self.mode == "eval":
+            return
+        next_obs = with_loads(obs, experience["replica_loads"], self.max_replicas)
+        self.agent.observe(obs, experience["action"], reward, next_obs, False)
+        self._learn_tick()
 
     # --- helpers ------------------------------------------------------------------------
 
@@ -117,6 +175,7 @@ class DQNPolicy:
         """The effective configuration (for the JSON report)."""
         return {
             "dqn_config": self.agent.config.to_dict() if self.agent else self.config_overrides,
+            "network": self.network,
             "reward": self.reward.to_dict(),
             "state_scales": vars(self.scales).copy(),
             "train_every": self.train_every,

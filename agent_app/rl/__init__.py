@@ -23,7 +23,7 @@ _EXPORTS = {
         "read_checkpoint",
         "save_checkpoint",
     ],
-    "config": ["DQNConfig", "routing_config"],
+    "config": ["DQNConfig", "per_replica_config", "routing_config"],
     "inference": ["NumpyQNetwork", "weights_from_bytes", "weights_to_bytes"],
     "network": ["QNetwork", "export_numpy"],
     "nstep": ["NStepAccumulator", "NStepTransition"],
@@ -39,6 +39,9 @@ _EXPORTS = {
         "normalize_state",
         "state_dim",
     ],
+    "replica_features": ["ReplicaFeatures", "ReplicaStats", "encode_context", "encode_observation"],
+    "set_inference": ["NumpySetQNetwork"],
+    "set_network": ["SetQNetwork"],
     "sum_tree": ["SumTree"],
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}

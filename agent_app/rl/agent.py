@@ -24,6 +24,8 @@ from agent_app.rl.inference import NumpyQNetwork
 from agent_app.rl.network import FlatParameters, QNetwork, export_numpy, make_adam
 from agent_app.rl.nstep import NStepAccumulator
 from agent_app.rl.policy import softmax_confidence
+from agent_app.rl.set_inference import NumpySetQNetwork
+from agent_app.rl.set_network import SetQNetwork, export_set_numpy
 
 
 class Decision(NamedTuple):
@@ -90,8 +92,11 @@ class DQNAgent:
         self.steps_done = 0
         self.last_grad_norm = 0.0
 
-    def _new_network(self) -> QNetwork:
+    def _new_network(self) -> torch.nn.Module:
         c = self.config
+        if c.network == "per_replica":
+            return SetQNetwork(c.replica_features, c.context_features, c.n_actions,
+                               c.hidden_sizes).to(self._device)
         return QNetwork(c.state_dim, c.n_actions, c.hidden_sizes, c.dueling).to(self._device)
 
     def reconfigure(self, config: DQNConfig) -> None:
@@ -103,7 +108,7 @@ class DQNAgent:
         `load_checkpoint(path, expected_config=...)`).
         """
         fixed = ("state_dim", "n_actions", "hidden_sizes", "dueling", "buffer_capacity")
-        fixed += ("prioritized", "device")
+        fixed += ("prioritized", "device", "network", "replica_features", "context_features")
         changed = [name for name in fixed if getattr(config, name) != getattr(self.config, name)]
         if changed:
             raise ValueError(f"{', '.join(changed)} cannot change on a live agent; build a new one")
@@ -136,7 +141,16 @@ class DQNAgent:
         """Epsilon-greedy when `explore`, else greedy."""
         q = self.q_values(state)
         explored = bool(explore and self.rng.random() < self.epsilon)
-        action = int(self.rng.integers(self.config.n_actions)) if explored else int(np.argmax(q))
+        if not explored:
+            action = int(np.argmax(q))
+        elif self.config.network == "per_replica":
+            # Explore among the replicas present (the mask follows the padded replica rows).
+            c = self.config
+            start = c.n_actions * c.replica_features
+            mask = np.asarray(state, dtype=np.float32)[start : start + c.n_actions]
+            action = int(self.rng.choice(np.flatnonzero(mask > 0.5)))
+        else:
+            action = int(self.rng.integers(self.config.n_actions))
         return Decision(action, explored, q, softmax_confidence(q, action), self.epsilon)
 
     def greedy(self, state: np.ndarray | Sequence[float]) -> int:
@@ -210,6 +224,8 @@ class DQNAgent:
                 # Pure bandit (every discount gamma^k is 0): no bootstrap, skip two forwards.
                 target = r
             else:
+                # The per-replica net scores absent replica slots far below any reward, so both
+                # maxima below range over the replicas present only.
                 if c.double_dqn:
                     # Online net picks a', target net evaluates it (van Hasselt et al. 2016).
                     next_a = self.online(s2).argmax(dim=1, keepdim=True)
@@ -258,10 +274,14 @@ class DQNAgent:
 
     def export_numpy(self) -> dict[str, np.ndarray]:
         """Online weights as named float32 arrays (for NumpyQNetwork / weights_to_bytes)."""
+        if self.config.network == "per_replica":
+            return export_set_numpy(self.online)
         return export_numpy(self.online)
 
-    def numpy_network(self) -> NumpyQNetwork:
+    def numpy_network(self) -> NumpyQNetwork | NumpySetQNetwork:
         """A NumPy twin of the current online network."""
+        if self.config.network == "per_replica":
+            return NumpySetQNetwork(self.export_numpy())
         return NumpyQNetwork(self.export_numpy())
 
     def stats(self) -> dict[str, float | int | str]:

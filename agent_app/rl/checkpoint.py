@@ -21,7 +21,8 @@ from agent_app.rl.config import DQNConfig
 FORMAT_NAME = "rl-agent-service/dqn"
 FORMAT_VERSION = 1
 # Fields that must match for the weights to mean anything for the running service.
-_ARCHITECTURE = ("state_dim", "n_actions", "hidden_sizes", "dueling")
+_ARCHITECTURE = ("state_dim", "n_actions", "hidden_sizes", "dueling", "network", "replica_features",
+                 "context_features")
 
 
 class CheckpointError(Exception):

@@ -7,9 +7,11 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from agent_app.rl.replica_features import CONTEXT_DIM, REPLICA_DIM, observation_dim
 from agent_app.rl.state import state_dim
 
 _LOSSES = ("mse", "huber")
+_NETWORKS = ("mlp", "per_replica")
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,12 @@ class DQNConfig:
     device: str = "auto"
     # None: nondeterministic; an int makes initial weights, exploration and sampling repeatable.
     seed: int | None = None
+    # "mlp": the specification's fixed network (one output per replica position). "per_replica":
+    # the set network (set_network.py) over padded per-replica observations (replica_features.py);
+    # then n_actions is the most replicas it can see and state_dim follows from the two dims below.
+    network: str = "mlp"
+    replica_features: int = 0
+    context_features: int = 0
 
     def __post_init__(self) -> None:
         # Accept lists (from JSON) but store a tuple so the config stays hashable and frozen.
@@ -122,6 +130,19 @@ class DQNConfig:
             raise ValueError(
                 f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}"
             )
+        if self.network not in _NETWORKS:
+            raise ValueError(f"network must be one of {_NETWORKS}, got {self.network!r}")
+        if self.network == "per_replica":
+            _positive_int("replica_features", self.replica_features)
+            if isinstance(self.context_features, bool) or not isinstance(self.context_features, int) \
+                    or self.context_features < 0:
+                raise ValueError(f"context_features must be an integer >= 0, got {self.context_features!r}")
+            expected = self.n_actions * (self.replica_features + 1) + self.context_features
+            if self.state_dim != expected or self.dueling:
+                raise ValueError(
+                    f"per_replica needs state_dim = n_actions * (replica_features + 1) + "
+                    f"context_features = {expected} (got {self.state_dim}) and no dueling head"
+                )
         seed = self.seed
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise ValueError(f"seed must be an integer or None, got {self.seed!r}")
@@ -155,6 +176,13 @@ def routing_config(num_replicas: int, **overrides: Any) -> DQNConfig:
         if name in overrides:
             raise ValueError(f"{name} is derived from num_replicas; do not override it")
     return DQNConfig(state_dim=state_dim(num_replicas), n_actions=num_replicas, **overrides)
+
+
+def per_replica_config(max_replicas: int, **overrides: Any) -> DQNConfig:
+    """Config for the per-replica network over up to `max_replicas` replicas (replica_features.py layout)."""
+    _positive_int("max_replicas", max_replicas)
+    return DQNConfig(state_dim=observation_dim(max_replicas), n_actions=max_replicas, network="per_replica",
+                     replica_features=REPLICA_DIM, context_features=CONTEXT_DIM, **overrides)
 
 
 def _positive_int(name: str, value: Any) -> None:

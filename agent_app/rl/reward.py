@@ -15,6 +15,9 @@ def _finite(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
+LATENCY_MODES = ("linear", "log", "per_token")
+
+
 @dataclass(frozen=True)
 class RewardConfig:
     """Reward weights and scales.
@@ -37,8 +40,20 @@ class RewardConfig:
     failure_penalty: float = -10.0
     clip_min: float | None = -10.0
     clip_max: float | None = 1.0
+    # How latency enters the reward. "linear": the specification's 1 - latency/latency_scale_ms,
+    # which reaches the -10 floor at 11 s. "log": 1 - log(1 + latency/latency_scale_ms): a minute
+    # scores -3.1, an hour -7.2, so generations of any length keep a gradient and stay above a
+    # failure. "per_token": the same log of latency per output token / token_latency_scale_ms,
+    # which takes out the output length (the router's choice does not set it).
+    latency_mode: str = "linear"
+    token_latency_scale_ms: float = 50.0
 
     def __post_init__(self) -> None:
+        if self.latency_mode not in LATENCY_MODES:
+            raise ValueError(f"latency_mode must be one of {LATENCY_MODES}, got {self.latency_mode!r}")
+        if not _finite(self.token_latency_scale_ms) or self.token_latency_scale_ms <= 0:
+            raise ValueError(f"token_latency_scale_ms must be a finite number > 0, got "
+                             f"{self.token_latency_scale_ms!r}")
         for name in ("latency_scale_ms", "load_scale"):
             value = getattr(self, name)
             if not _finite(value) or value <= 0:
@@ -75,8 +90,10 @@ def compute_reward(
     success: bool,
     replica_loads: Sequence[float],
     config: RewardConfig = DEFAULT_REWARD,
+    output_tokens: int | None = None,
 ) -> float:
-    """Reward of one routed request; `replica_loads` are the loads reported after it."""
+    """Reward of one routed request; `replica_loads` are the loads reported after it.
+    `output_tokens` is used by latency_mode "per_token" (without it, that mode scores as "log")."""
     if not success:
         reward = config.failure_penalty
     else:
@@ -85,7 +102,8 @@ def compute_reward(
             raise ValueError("replica_loads must not be empty")
         # Population variance (ddof=0), as numpy's var and the specification compute it.
         balance = float(loads.var())
-        reward = 1.0 - float(latency_ms) / config.latency_scale_ms - config.balance_weight * balance
+        cost = float(_latency_cost(np.float64(latency_ms), output_tokens, config))
+        reward = 1.0 - cost - config.balance_weight * balance
     return _clip(reward, config)
 
 
@@ -94,6 +112,7 @@ def compute_rewards(
     success: np.ndarray | Sequence[bool],
     replica_loads: np.ndarray | Sequence[Sequence[float]],
     config: RewardConfig = DEFAULT_REWARD,
+    output_tokens: np.ndarray | Sequence[int] | None = None,
 ) -> np.ndarray:
     """Vectorised `compute_reward` for B requests: latency (B,), success (B,), loads (B, N)."""
     latency = np.asarray(latency_ms, dtype=np.float64)
@@ -104,11 +123,21 @@ def compute_rewards(
             f"expected latency (B,), success (B,), loads (B, N); got {latency.shape}, "
             f"{ok.shape}, {loads.shape}"
         )
-    rewards = 1.0 - latency / config.latency_scale_ms - config.balance_weight * loads.var(axis=1)
+    cost = _latency_cost(latency, output_tokens, config)
+    rewards = 1.0 - cost - config.balance_weight * loads.var(axis=1)
     rewards = np.where(ok, rewards, config.failure_penalty)
     if config.clip_min is not None or config.clip_max is not None:
         rewards = np.clip(rewards, config.clip_min, config.clip_max)
     return rewards.astype(np.float32)
+
+
+def _latency_cost(latency_ms: np.ndarray, output_tokens: object, config: RewardConfig) -> np.ndarray:
+    if config.latency_mode == "linear":
+        return latency_ms / config.latency_scale_ms
+    if config.latency_mode == "per_token" and output_tokens is not None:
+        tokens = np.maximum(np.asarray(output_tokens, dtype=np.float64), 1.0)
+        return np.log1p(np.maximum(latency_ms, 0.0) / tokens / config.token_latency_scale_ms)
+    return np.log1p(np.maximum(latency_ms, 0.0) / config.latency_scale_ms)
 
 
 def _clip(reward: float, config: RewardConfig) -> float:

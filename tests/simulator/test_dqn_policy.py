@@ -73,3 +73,43 @@ def test_unknown_mode_and_preset_are_refused() -> None:
         DQNPolicy(preset="fast")
     with pytest.raises(ValueError, match="mode"):
         DQNPolicy().set_mode("sleep")
+
+
+PER_REPLICA = {"config_overrides": {"network": "per_replica", "max_replicas": 8,
+                                    "hidden_sizes": [32, 32], "batch_size": 64},
+               "reward_overrides": {"latency_mode": "log"}}
+
+
+def test_per_replica_dqn_learns_from_replica_signals_and_its_own_statistics() -> None:
+    policy = DQNPolicy(train_requests=1500, seed=0, **PER_REPLICA)
+    result = run_policy("heterogeneous", policy, 800, seed=0)
+    assert policy.agent.config.network == "per_replica" and policy.trained_on == 1500
+    assert not policy._pending  # every decision was matched to its experience
+    learned = policy.replica_stats.get("r0")
+    assert {"tpot_ms", "ttft_ms_per_ktok", "failure_rate"} <= set(learned)
+    share = result.metrics["routed_share"]
+    assert share[0] > share[2]
+    assert result.info["network"] == "per_replica" and result.info["reward"]["latency_mode"] == "log"
+
+
+def test_a_trained_per_replica_dqn_routes_a_cluster_of_another_size() -> None:
+    policy = DQNPolicy(train_requests=300, seed=2, **PER_REPLICA)
+    run_policy("heterogeneous", policy, 200, seed=2)  # 3 replicas
+    result = run_policy("many_replicas", policy, 300, seed=2)  # 8 replicas, same weights
+    assert policy.num_replicas == 8 and len(result.metrics["routed_share"]) == 8
+
+
+def test_per_replica_choose_falls_back_on_replica_loads_alone() -> None:
+    policy = DQNPolicy(train_requests=0, seed=0, **PER_REPLICA)
+
+    class Context:
+        num_replicas = 3
+
+        def raw_state(self) -> list[float]:
+            return [1.0, 5.0, 2.0, 0.0, 0.1, 1.0, 1.0, 0.2, 0.3, 0.5]
+
+    policy.start(Context())
+    policy.set_mode("eval")
+    action = policy.choose({"replica_loads": [1, 5, 2], "queue_depth": 0, "recent_latency_ms": 100,
+                            "current_rps": 1, "success_rate": 1}, np.random.default_rng(0))
+    assert action in (0, 1, 2)

@@ -1,0 +1,149 @@
+"""Per-replica observations for the set-based Q-network: each replica's features (value plus a
+presence flag for optional signals), the cluster/request context, and the flat padded layout."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from agent_app.rl.state import EXTRA_FEATURES
+
+# Optional per-replica signals, each encoded as (value, present). Scales map typical values to ~[0, 1].
+OPTIONAL_REPLICA = ("running", "waiting", "kv_cache_usage", "tpot_ms", "ttft_ms_per_ktok", "failure_rate")
+_REPLICA_SCALES = {"running": 100.0, "waiting": 100.0, "kv_cache_usage": 1.0, "tpot_ms": 100.0,
+                   "ttft_ms_per_ktok": 1000.0, "failure_rate": 1.0}
+REPLICA_DIM = 1 + 2 * len(OPTIONAL_REPLICA)  # load, then (value, flag) per optional signal
+# The specification's seven cluster features, then the request's (value, flag) pairs.
+CONTEXT_DIM = len(EXTRA_FEATURES) + 4
+_LOAD_SCALE = 100.0
+_TOKENS_LOG_SCALE = math.log1p(8192.0)
+_CLIP = 10.0
+
+
+@dataclass(frozen=True)
+class ReplicaFeatures:
+    """What is known of one replica; None marks a signal its caller did not report."""
+
+    load: float
+    running: float | None = None
+    waiting: float | None = None
+    kv_cache_usage: float | None = None
+    tpot_ms: float | None = None  # learned: recent time per output token after the first
+    ttft_ms_per_ktok: float | None = None  # learned: recent time to first token per 1000 prompt tokens
+    failure_rate: float | None = None  # learned: recent share of failed requests
+
+    def encode(self) -> list[float]:
+        row = [_clip(self.load / _LOAD_SCALE)]
+        for name in OPTIONAL_REPLICA:
+            value = getattr(self, name)
+            ok = value is not None and math.isfinite(value)
+            row += [_clip(value / _REPLICA_SCALES[name]) if ok else 0.0, 1.0 if ok else 0.0]
+        return row
+
+
+def observation_dim(max_replicas: int) -> int:
+    """Length of the flat observation: padded replica rows, their mask, then the context."""
+    return max_replicas * (REPLICA_DIM + 1) + CONTEXT_DIM
+
+
+def encode_context(normalized_extras: Sequence[float], prompt_tokens: float | None = None,
+                   max_tokens: float | None = None) -> list[float]:
+    """The specification's 7 normalised cluster features plus the request's token counts (log-scaled)."""
+    if len(normalized_extras) != len(EXTRA_FEATURES):
+        raise ValueError(f"expected the {len(EXTRA_FEATURES)} normalised cluster features "
+                         f"({', '.join(EXTRA_FEATURES)}), got {len(normalized_extras)}")
+    context = [float(v) for v in normalized_extras]
+    for tokens in (prompt_tokens, max_tokens):
+        ok = tokens is not None and math.isfinite(tokens) and tokens >= 0
+        context += [math.log1p(tokens) / _TOKENS_LOG_SCALE if ok else 0.0, 1.0 if ok else 0.0]
+    return context
+
+
+def encode_observation(replicas: Sequence[ReplicaFeatures], context: Sequence[float],
+                       max_replicas: int) -> np.ndarray:
+    """Flat float32 observation: `max_replicas` rows of REPLICA_DIM (zero past the real ones), a 0/1
+    mask, then the context. A fixed layout lets the replay buffer store any cluster size."""
+    n = len(replicas)
+    if not 1 <= n <= max_replicas:
+        raise ValueError(f"need 1..{max_replicas} replicas, got {n}")
+    if len(context) != CONTEXT_DIM:
+        raise ValueError(f"context must have {CONTEXT_DIM} values, got {len(context)}")
+    rows = np.zeros((max_replicas, REPLICA_DIM), dtype=np.float32)
+    rows[:n] = [r.encode() for r in replicas]
+    mask = np.zeros(max_replicas, dtype=np.float32)
+    mask[:n] = 1.0
+    return np.concatenate([rows.ravel(), mask, np.asarray(context, dtype=np.float32)])
+
+
+def split_observation(obs: np.ndarray, max_replicas: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rows (..., N, REPLICA_DIM), mask (..., N), context (..., CONTEXT_DIM)) views of flat observations."""
+    cut = max_replicas * REPLICA_DIM
+    rows = obs[..., :cut].reshape(*obs.shape[:-1], max_replicas, REPLICA_DIM)
+    return rows, obs[..., cut:cut + max_replicas], obs[..., cut + max_replicas:]
+
+
+def with_loads(obs: np.ndarray, loads: Sequence[float], max_replicas: int) -> np.ndarray:
+    """A copy of `obs` with the replicas' loads replaced (next_state when none is reported)."""
+    out = np.array(obs, dtype=np.float32)
+    rows, mask, _ = split_observation(out, max_replicas)
+    if len(loads) != int(mask.sum()):
+        raise ValueError(f"{len(loads)} loads for {int(mask.sum())} replicas")
+    rows[: len(loads), 0] = np.clip(np.asarray(loads, dtype=np.float32) / _LOAD_SCALE, -_CLIP, _CLIP)
+    return out
+
+
+class ReplicaStats:
+    """Per-replica statistics learned from recorded outcomes (exponential moving averages, by name)."""
+
+    def __init__(self, decay: float = 0.95) -> None:
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"decay must be in (0, 1), got {decay}")
+        self.decay = decay
+        self._stats: dict[str, dict[str, float]] = {}
+
+    def observe(self, name: str, success: bool, latency_ms: float, ttft_ms: float | None = None,
+                prompt_tokens: int = 0, output_tokens: int = 0) -> None:
+        stats = self._stats.setdefault(name, {})
+        self._update(stats, "failure_rate", 0.0 if success else 1.0)
+        if not success or ttft_ms is None:
+            return
+        if output_tokens > 1:
+            self._update(stats, "tpot_ms", max(0.0, latency_ms - ttft_ms) / (output_tokens - 1))
+        if prompt_tokens > 0:
+            # Floor at 256 tokens: a tiny prompt's TTFT is mostly queueing, not per-token cost.
+            self._update(stats, "ttft_ms_per_ktok", ttft_ms * 1000.0 / max(prompt_tokens, 256))
+
+    def _update(self, stats: dict[str, float], key: str, value: float) -> None:
+        old = stats.get(key)
+        stats[key] = value if old is None else self.decay * old + (1.0 - self.decay) * value
+
+    def get(self, name: str) -> dict[str, float]:
+        """Known statistics of `name` (absent keys: nothing learned yet)."""
+        return dict(self._stats.get(name, {}))
+
+
+def replicas_from_body(
+    body: dict, stats: ReplicaStats | None = None
+) -> tuple[list[str], list[ReplicaFeatures]]:
+    """Names and features of every replica in a select_replica body: its `replicas` entries when
+    given, else `replica_loads` alone (older callers); learned statistics from `stats`."""
+    entries = body.get("replicas")
+    if not entries:
+        entries = [{"name": f"r{i}", "load": load} for i, load in enumerate(body["replica_loads"])]
+    names, features = [], []
+    for i, entry in enumerate(entries):
+        name = str(entry.get("name", f"r{i}"))
+        learned = stats.get(name) if stats is not None else {}
+        names.append(name)
+        features.append(ReplicaFeatures(
+            load=float(entry["load"]), running=entry.get("running"), waiting=entry.get("waiting"),
+            kv_cache_usage=entry.get("kv_cache_usage"), tpot_ms=learned.get("tpot_ms"),
+            ttft_ms_per_ktok=learned.get("ttft_ms_per_ktok"), failure_rate=learned.get("failure_rate")))
+    return names, features
+
+
+def _clip(value: float) -> float:
+    return _CLIP if value > _CLIP else -_CLIP if value < -_CLIP else float(value)
