@@ -18,9 +18,12 @@ from simulator.scenarios import SCENARIOS, Scenario, get_scenario
 def _names(text: str, known: Sequence[str], what: str) -> list[str]:
     if text == "all":
         return list(known)
-    if text == "baselines":  # every non-learning policy (the oracle included), no training
-        return [n for n in known if n in POLICIES]
-    names = [canonical_name(t.strip()) for t in text.split(",") if t.strip()]
+    names: list[str] = []
+    for token in (t.strip() for t in text.split(",")):
+        if token == "baselines":  # every non-learning policy (the oracle included), no training
+            names += [n for n in known if n in POLICIES and n not in names]
+        elif token:
+            names.append(canonical_name(token))
     unknown = [n for n in names if n not in known]
     if unknown:
         raise SystemExit(f"unknown {what}: {', '.join(unknown)}; known: {', '.join(known)}")

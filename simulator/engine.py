@@ -122,6 +122,8 @@ class Simulation:
             hit_blocks=np.zeros(n, dtype=np.int32),
         )
         self._observe = getattr(policy, "observe", None)
+        # A streaming proxy sees each first token as it arrives (Linkerd times its first byte).
+        self._first_token = getattr(policy, "observe_first_token", None)
         self.context = SimContext(self)
 
     def _push(self, t: float, kind: int, a: int, b: int) -> None:
@@ -186,7 +188,10 @@ class Simulation:
                 return  # superseded by a later reschedule
             first, done = r.step(t)
             if first >= 0:
-                self._ttft[first] = (t - self._arrival[first]) * 1000.0
+                ttft = self._ttft[first] = (t - self._arrival[first]) * 1000.0
+                if self._first_token is not None:
+                    self._first_token({"state": self._states[first],
+                                       "action": int(self.records.replica[first]), "ttft_ms": ttft})
             for rid in done:
                 self._finish(rid, t, OK)
             self._push_replica(r)

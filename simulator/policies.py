@@ -120,29 +120,50 @@ class LeastLatencyPolicy(BasePolicy):
 class PeakEwmaPolicy(BasePolicy):
     """Peak EWMA with power of two choices, as Linkerd's proxy (tower) and Finagle balance.
 
-    Cost of a replica = RTT estimate x (pending + 1), pending = its requests in flight. The
-    estimate jumps to any RTT above it (peak-sensitive); otherwise it moves toward the RTT with
-    weight 1 - exp(-dt / ``decay_s``), dt = time since its last update, and reading a cost decays
-    it toward 0 the same way, so an idle replica looks cheaper and is probed again. Two distinct
-    replicas are drawn at random and the cheaper one taken (ties: the first drawn). Every outcome
-    updates the estimate, errors included (a fast error looks fast; Linkerd relies on failure
-    accrual, not modelled). Defaults are Linkerd's: ``decay_s`` 10 s, an unseen replica starts at
-    ``default_rtt_ms`` 30 ms; ``default_rtt_ms=None`` is Finagle's rule instead (an unseen
-    replica costs 0, or a huge penalty + pending while its first request is outstanding).
-    RTT is the end-to-end latency; ``stream=True`` uses the time to first token (Linkerd times
-    a response by its headers, which a streamed completion sends with its first token).
+    Cost of a replica = RTT estimate x (pending + 1). The estimate jumps to any RTT above it
+    (peak-sensitive); otherwise it moves toward the RTT with weight 1 - exp(-dt / ``decay_s``),
+    dt = time since its last update, and reading a cost decays it toward 0 the same way, so an
+    idle replica looks cheaper and is probed again. Two distinct replicas are drawn at random and
+    the cheaper one taken (ties: the first drawn). Every outcome is a sample, errors included (a
+    fast error looks fast; Linkerd relies on failure accrual, not modelled). Defaults are
+    Linkerd's (``linkerd/app/outbound/src/http/logical/profile.rs``, ``DEFAULT_EWMA``): decay
+    10 s, an unseen replica starts at ``default_rtt_ms`` 30 ms; ``default_rtt_ms=None`` is
+    Finagle's rule instead (an unseen replica costs 0, or a huge penalty + pending while its
+    first request is outstanding).
+
+    What is timed. In tower (``tower/src/load/peak_ewma.rs``) each request holds a ``Handle``:
+    pending is the number of live handles, and dropping one records now - sent as the RTT.
+    Linkerd's HTTP balancer drops it when the response body yields its first frame
+    (``PendingUntilFirstData``: ``linkerd/proxy/http/src/balance.rs``,
+    ``hyper-balance/src/lib.rs``), not at the response headers (tower's default
+    ``CompleteOnResponse``, which Linkerd keeps for opaque TCP). A streamed completion (server-sent
+    events, what gateways send) yields its first frame with the first token, so ``sample="ttft"``
+    (the default) times the time to first token and counts as pending only the requests still
+    waiting for it; a request without a first token (an error, or a caller that reports no
+    ``ttft_ms``) is timed end to end. ``sample="e2e"`` is a non-streamed completion: its body
+    comes when the whole answer is done, so RTT and pending run to the end. In the simulator the first token
+    arrives through ``observe_first_token`` when it happens; without that call (hand-made bodies)
+    the sample is taken from the completed request's ``ttft_ms`` and pending is the in-flight count.
     """
 
     name = "peak_ewma"
     _PENALTY_MS = 1e12  # Finagle: Long.MaxValue >> 16 ns
+    SAMPLES = ("ttft", "e2e")
 
     def __init__(self, decay_s: float = 10.0, default_rtt_ms: float | None = 30.0,
-                 stream: bool = False) -> None:
+                 sample: str = "ttft") -> None:
+        if sample not in self.SAMPLES:
+            raise ValueError(f"sample must be one of {', '.join(self.SAMPLES)}, got {sample!r}")
         self.decay_s = decay_s
         self.default_rtt_ms = default_rtt_ms
-        self.stream = stream
+        self.sample = sample
         self.cost: list[float] = []
         self.stamp: list[float] = []
+        self.pending: list[int] = []  # the proxy's own live handles per replica
+        # Requests not yet timed, by the identity of their decision's state list: the engine
+        # hands the same list back with the first token and the completion.
+        self._open: dict[int, int] = {}
+        self._tracking = False
         self.context: Any = None
 
     def _now(self) -> float:
@@ -160,25 +181,53 @@ class PeakEwmaPolicy(BasePolicy):
             return self._PENALTY_MS + pending
         return cost * (pending + 1.0)
 
+    def _decision_key(self) -> int | None:
+        raw_state = getattr(self.context, "raw_state", None)
+        return id(raw_state()) if raw_state is not None else None
+
     def choose(self, request_fields: dict, rng: np.random.Generator) -> int:
-        pending = active_requests(request_fields)
-        n, now = len(pending), self._now()
+        n, now = len(request_fields["replica_loads"]), self._now()
         if len(self.cost) != n:
             self.cost = [self.default_rtt_ms or 0.0] * n
             self.stamp = [now] * n
-        if n == 1:
-            return 0
-        a = int(rng.integers(n))
-        b = int(rng.integers(n - 1))
-        b += b >= a
-        return a if self.load(a, pending[a], now) <= self.load(b, pending[b], now) else b
+            self.pending = [0] * n
+            self._open.clear()
+        key = self._decision_key()
+        self._tracking = key is not None
+        pending = self.pending if self._tracking else active_requests(request_fields)
+        choice = 0
+        if n > 1:
+            a = int(rng.integers(n))
+            b = int(rng.integers(n - 1))
+            b += b >= a
+            choice = a if self.load(a, pending[a], now) <= self.load(b, pending[b], now) else b
+        if key is not None:
+            self._open[key] = choice
+            self.pending[choice] += 1
+        return choice
+
+    def _close(self, state: Any) -> int | None:
+        """Drop the handle of a tracked request; its replica, or None if already timed."""
+        i = self._open.pop(id(state), None)
+        if i is not None:
+            self.pending[i] -= 1
+        return i
+
+    def observe_first_token(self, event: dict) -> None:
+        """A streamed request's first token (``state``, ``action``, ``ttft_ms``) as it arrives."""
+        if self.sample == "ttft" and self._tracking:
+            i = self._close(event["state"])
+            if i is not None:
+                self._update(i, event["ttft_ms"], self._now())
 
     def observe(self, experience: dict) -> None:
         a = experience["action"]
         if a >= len(self.cost):
             return
-        rtt = experience.get("ttft_ms") if self.stream else None
-        self._update(a, experience["latency_ms"] if rtt is None else rtt, self._now())
+        if self._tracking and self._close(experience.get("state")) is None:
+            return  # timed at its first token
+        ttft = experience.get("ttft_ms") if self.sample == "ttft" else None
+        self._update(a, experience["latency_ms"] if ttft is None else ttft, self._now())
 
 
 class OraclePolicy(BasePolicy):

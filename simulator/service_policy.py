@@ -9,6 +9,7 @@ would. What is measured is what a gateway gets, network and fallbacks included.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -26,15 +27,23 @@ class ServicePolicy:
 
     name = "dqn_api"
 
-    def __init__(self, base_url: str, api_key: str, train_requests: int = 10_000,
+    def __init__(self, base_url: str | None, api_key: str | None, train_requests: int = 10_000,
                  train_every: int = 16, iterations: int = 8, batch_size: int | None = None,
-                 report_batch: int = 32, timeout_s: float = 10.0, curve_every: int = 250) -> None:
-        self.base_url = base_url.rstrip("/")
+                 report_batch: int = 32, timeout_s: float = 10.0, curve_every: int = 250,
+                 connect: Callable[[int], tuple[str, str]] | None = None) -> None:
+        """``connect`` (with ``base_url`` None) starts the service at the first ``start``: it gets
+        the scenario's replica count, the service's NUM_REPLICAS, and returns (base_url, api_key)."""
+        if base_url is None and connect is None:
+            raise ValueError("give the service's base_url and api_key, or connect to start one")
         self.train_requests = train_requests
         self.train_every, self.iterations, self.batch_size = train_every, iterations, batch_size
         self.report_batch, self.timeout_s = report_batch, timeout_s
         self.http = requests.Session()
-        self.http.headers["Authorization"] = f"Bearer {api_key}"
+        self.base_url = ""
+        if base_url is not None:
+            self._use(base_url, api_key or "")
+        self._connect = connect
+        self.num_replicas: int | None = None
         self._decisions: dict[int, str] = {}
         self._pending: list[dict] = []
         self.mode = "train"
@@ -46,8 +55,21 @@ class ServicePolicy:
         self.curve: dict = {"requests": [], "latency_ms": [], "reward": [], "failure_rate": [],
                             "epsilon": [], "train_requests": train_requests}
 
+    def _use(self, base_url: str, api_key: str) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.http.headers["Authorization"] = f"Bearer {api_key}"
+
     def start(self, context: Any) -> None:
+        """Called before each run (training, then evaluation): the same service routes both, so
+        they must have the same number of replicas."""
         self.context = context
+        n = context.num_replicas
+        if self.num_replicas is None:
+            if not self.base_url:
+                self._use(*self._connect(n))
+            self.num_replicas = n
+        elif n != self.num_replicas:
+            raise ValueError(f"the service routes {self.num_replicas} replicas; this run has {n}")
 
     def set_mode(self, mode: str) -> None:
         """"train" and "online" report and train as a deployment does; "eval" only decides."""

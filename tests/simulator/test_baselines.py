@@ -189,12 +189,85 @@ def test_peak_ewma_jumps_to_peaks_and_decays_by_time_not_per_sample() -> None:
     assert policy.cost[0] == pytest.approx((1000 / math.e + 100 * (1 - 1 / math.e)) / math.e)
 
 
-def test_peak_ewma_streaming_times_the_first_token() -> None:
-    policy = make_policy("peak_ewma", stream=True)
+def test_peak_ewma_times_the_first_token_of_a_streamed_answer_unless_told_e2e() -> None:
+    policy = make_policy("peak_ewma")
     policy.choose(plain([0, 0]), np.random.default_rng(0))
     policy.observe(done(0, 9000.0, ttft_ms=400.0))
     policy.observe(done(1, 9000.0, success=False))  # a failure has no first token: its latency
     assert policy.cost == [400.0, 9000.0]
+    policy = make_policy("peak_ewma", sample="e2e")  # a non-streamed answer is one frame
+    policy.choose(plain([0, 0]), np.random.default_rng(0))
+    policy.observe(done(0, 9000.0, ttft_ms=400.0))
+    assert policy.cost == [9000.0, 30.0]
+    with pytest.raises(ValueError, match="sample"):
+        make_policy("peak_ewma", sample="headers")
+
+
+class Decisions(SimpleNamespace):
+    """A simulator context: each decision's state is a fresh list, handed back with its outcome."""
+
+    def raw_state(self) -> list:
+        return self.state
+
+
+def test_peak_ewma_samples_the_first_token_when_it_arrives_and_counts_pending_until_then() -> None:
+    policy, rng = make_policy("peak_ewma"), np.random.default_rng(0)
+    policy.start(Decisions(now=0.0, state=[]))
+    states = []
+    for _ in range(4):  # two replicas: P2C always compares both, the cheaper (fewer pending) wins
+        policy.context.state = [len(states)]
+        states.append((policy.context.state, policy.choose(body([50, 50]), rng)))
+    assert sorted(policy.pending) == [2, 2]  # its own handles, not the body's loads
+    first, a = states[0]
+    policy.context.now = 1.0
+    policy.observe_first_token({"state": first, "action": a, "ttft_ms": 700.0})
+    assert policy.cost[a] == 700.0 and policy.pending[a] == 1  # timed and released at once
+    policy.observe(done(a, 60_000.0, ttft_ms=700.0) | {"state": first})
+    assert policy.cost[a] == 700.0 and policy.pending[a] == 1  # the end adds no second sample
+    failed, b = next(s for s in states if s[1] != a)
+    policy.observe(done(b, 50.0, success=False) | {"state": failed})  # no first token: its error
+    assert policy.cost[b] == 50.0 and policy.pending[b] == 1
+
+
+def test_peak_ewma_e2e_ignores_first_tokens_and_holds_pending_to_the_end() -> None:
+    policy, rng = make_policy("peak_ewma", sample="e2e"), np.random.default_rng(0)
+    policy.start(Decisions(now=0.0, state=[0]))
+    a = policy.choose(body([0, 0]), rng)
+    policy.observe_first_token({"state": policy.context.state, "action": a, "ttft_ms": 700.0})
+    assert policy.cost[a] == 30.0 and policy.pending[a] == 1
+    policy.observe(done(a, 60_000.0, ttft_ms=700.0) | {"state": policy.context.state})
+    assert policy.cost[a] == 60_000.0 and policy.pending[a] == 0
+
+
+def test_the_engine_reports_each_first_token_once_before_its_completion() -> None:
+    class Recorder:
+        name = "recorder"
+
+        def __init__(self) -> None:
+            self.events: list[tuple] = []
+
+        def choose(self, fields: dict, rng: np.random.Generator) -> int:
+            return int(rng.integers(len(fields["replica_loads"])))
+
+        def observe_first_token(self, event: dict) -> None:
+            self.events.append(("first", id(event["state"]), event["action"], event["ttft_ms"]))
+
+        def observe(self, experience: dict) -> None:
+            self.events.append(("done", id(experience["state"]), experience["action"],
+                                experience["ttft_ms"]))
+
+    recorder = Recorder()
+    rec = run_policy("heterogeneous", recorder, 300, seed=0).records
+    firsts = [e for e in recorder.events if e[0] == "first"]
+    assert len(firsts) == int(rec.success.sum()) > 250
+    seen: dict = {}
+    for kind, key, action, ttft in recorder.events:
+        if kind == "first":
+            assert key not in seen
+            seen[key] = (action, ttft)
+        elif ttft is not None:  # a success: its first token came earlier, with the same TTFT
+            assert seen.pop(key) == (action, ttft)
+    assert not seen  # no failures here after a first token: every one was completed
 
 
 def test_peak_ewma_weighs_latency_by_pending_requests_between_two_choices() -> None:

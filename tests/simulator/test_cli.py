@@ -57,6 +57,14 @@ def test_baselines_selects_every_policy_that_does_not_learn(capsys: pytest.Captu
     assert "least_loaded" in out and "oracle (oracle)" in out and "dqn" not in out
 
 
+def test_baselines_combines_with_named_policies() -> None:
+    from simulator.cli import _names
+    from simulator.policies import POLICIES
+
+    names = _names("baselines,dqn", [*POLICIES, "dqn"], "policy")
+    assert names[-1] == "dqn" and set(names[:-1]) == set(POLICIES) and len(names) == len(set(names))
+
+
 def test_cli_rejects_unknown_names() -> None:
     with pytest.raises(SystemExit, match="unknown scenario"):
         main(["--scenario", "mars", "--quiet"])

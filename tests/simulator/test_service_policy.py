@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from simulator.service_policy import ServicePolicy
 
 
@@ -98,3 +100,61 @@ def test_only_the_fields_the_service_accepts_are_sent() -> None:
     policy.choose(body, None)
     assert service.selects == [{k: body[k] for k in list(body)[:5]}]
     assert "replicas" in body  # the caller's body is left as it was
+
+
+def test_a_service_started_on_demand_gets_the_scenarios_replica_count_once() -> None:
+    started: list[int] = []
+
+    def launch(num_replicas: int) -> tuple[str, str]:
+        started.append(num_replicas)
+        return "http://fresh/", "k2"
+
+    policy = ServicePolicy(None, None, connect=launch)
+    policy.http = FakeService()
+    context = Context()
+    context.num_replicas = 4  # the trace fleet
+    policy.start(context)  # training run
+    policy.start(context)  # evaluation run: the same service
+    assert started == [4] and policy.base_url == "http://fresh"
+    assert policy.http.headers["Authorization"] == "Bearer k2"
+    route(policy, context, 3)
+    context.num_replicas = 3
+    with pytest.raises(ValueError, match="4 replicas; this run has 3"):
+        policy.start(context)
+    with pytest.raises(ValueError, match="connect"):
+        ServicePolicy(None, None)
+
+
+def test_simulate_through_api_starts_each_service_with_the_scenarios_replica_count(
+        monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    from agent_app.management.commands import simulate
+
+    made: list = []
+
+    class FakeStack:
+        api_key = "key"
+
+        def __init__(self, folder, use_services: bool, port: int | None = None, **env: str) -> None:
+            self.env, self.started, self.closed = env, [], False
+            made.append(self)
+
+        def start(self, name: str) -> None:
+            self.started.append(name)
+
+        def url(self, path: str) -> str:
+            return "http://stack" + path
+
+        def close(self) -> None:
+            self.closed = True
+
+    monkeypatch.setattr(simulate, "LiveStack", FakeStack)
+    monkeypatch.setattr(simulate, "services_reachable", lambda: False)
+    monkeypatch.setattr(simulate.tempfile, "mkdtemp", lambda prefix: str(tmp_path))
+    with simulate.Command()._factory(100, 16, 8)(seed=0) as policy:
+        assert made == []  # not before the run says how many replicas it has
+        context = Context()
+        context.num_replicas = 4
+        policy.start(context)
+        policy.start(context)
+    assert len(made) == 1 and made[0].env == {"NUM_REPLICAS": "4", "REPLICA_NAMES": "r0,r1,r2,r3"}
+    assert made[0].started == ["web", "worker"] and made[0].closed

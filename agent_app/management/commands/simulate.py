@@ -3,10 +3,12 @@
     python manage.py simulate --scenario heterogeneous --policies dqn,least_loaded,p2c,oracle \\
         --requests 20000 --seeds 3 --through-api --out results/api
 
-With --through-api the DQN is the service itself: for every scenario and seed a fresh web,
-worker and beat start as the README starts them (Postgres + Redis when they answer on
-127.0.0.1, else the embedded default), and the simulator plays the gateway over HTTP. Without
-it, the DQN runs in-process through the RL core (python -m simulator, faster, for tuning).
+With --through-api the DQN is the service itself: for every scenario and seed a fresh web and
+training worker start as the README starts them (Postgres + Redis when they answer on
+127.0.0.1, else the embedded default), with NUM_REPLICAS set to the scenario's replica count
+(4 on the trace scenarios), and the simulator plays the gateway over HTTP; its --train-every
+cadence stands in for beat. Without it, the DQN runs in-process through the RL core
+(python -m simulator, faster, for tuning).
 """
 
 from __future__ import annotations
@@ -52,16 +54,25 @@ class Command(BaseCommand):
 
         @contextmanager
         def fresh_service(seed: int) -> Iterator[ServicePolicy]:
-            stack = LiveStack(Path(tempfile.mkdtemp(prefix=f"rlagent-sim-{seed}-")), use_services,
-                              port=free_port())
-            try:
+            stacks: list[LiveStack] = []
+
+            def launch(num_replicas: int) -> tuple[str, str]:
+                # Started at the run's first decision, when the scenario's cluster size is known:
+                # the service's NUM_REPLICAS must match it (3 replicas, or 4 in the trace fleet).
+                names = ",".join(f"r{i}" for i in range(num_replicas))  # the simulator's names
+                stack = LiveStack(Path(tempfile.mkdtemp(prefix=f"rlagent-sim-{seed}-")), use_services,
+                                  port=free_port(), NUM_REPLICAS=str(num_replicas), REPLICA_NAMES=names)
+                stacks.append(stack)
                 stack.start("web")
-                if use_services:
-                    stack.start("worker")  # production mode: /train goes through the training queue
-                yield ServicePolicy(stack.url(""), stack.api_key, train_requests=train_requests,
-                                    train_every=train_every, iterations=iterations)
+                stack.start("worker")  # /train runs on the training worker, as in every mode
+                return stack.url(""), stack.api_key
+
+            try:
+                yield ServicePolicy(None, None, train_requests=train_requests, train_every=train_every,
+                                    iterations=iterations, connect=launch)
             finally:
-                stack.close()
+                for stack in stacks:
+                    stack.close()
 
         return fresh_service
 
