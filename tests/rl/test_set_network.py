@@ -15,8 +15,13 @@ from agent_app.rl.replica_features import (
     REPLICA_DIM,
     ReplicaFeatures,
     ReplicaStats,
+    compact_observation,
+    compact_size,
+    compact_with_loads,
     encode_context,
     encode_observation,
+    is_compact,
+    pad_compact,
     replicas_from_body,
     split_observation,
     with_loads,
@@ -86,7 +91,7 @@ def test_adding_or_removing_a_replica_leaves_the_others_features_alone() -> None
 def test_missing_signals_are_marked_absent_not_zero() -> None:
     bare = ReplicaFeatures(load=20.0).encode()
     full = ReplicaFeatures(load=20.0, running=0.0, waiting=0.0, kv_cache_usage=0.0, tpot_ms=0.0,
-                           ttft_ms_per_ktok=0.0, failure_rate=0.0).encode()
+                           ttft_ms_per_ktok=0.0, failure_rate=0.0, latency_ms=0.0).encode()
     assert len(bare) == len(full) == REPLICA_DIM
     assert bare[0] == full[0] == pytest.approx(0.2)
     assert bare[1:] == [0.0] * (REPLICA_DIM - 1)  # value 0, flag 0
@@ -106,6 +111,7 @@ def test_learned_statistics_follow_the_replica_by_name() -> None:
     assert features[1].tpot_ms == pytest.approx(100.0)  # (2100 - 100) / 20
     assert features[1].ttft_ms_per_ktok == pytest.approx(100.0)
     assert features[1].failure_rate == pytest.approx(0.5)
+    assert features[1].latency_ms == pytest.approx(2100.0)  # successful requests only
 
 
 def test_next_observation_replaces_only_the_loads() -> None:
@@ -180,3 +186,20 @@ def test_only_the_slots_in_use_are_computed_yet_every_present_slot_is_scored() -
         q = net(torch.from_numpy(obs[None]))[0].numpy()
     np.testing.assert_allclose(q, NumpySetQNetwork(export_set_numpy(net)).q_values(obs), rtol=1e-4, atol=1e-4)
     assert (q[[0, 2, 3]] > ABSENT_Q / 2).all() and q[1] == q[4] == ABSENT_Q
+
+
+def test_compact_observations_pad_to_the_flat_layout_and_score_alike() -> None:
+    net = _net()
+    numpy_net = NumpySetQNetwork(export_set_numpy(net))
+    replicas = [ReplicaFeatures(load=10.0 * i, failure_rate=0.1 * i) for i in range(5)]
+    context = encode_context([0.1] * 7, 800, 200)
+    compact = compact_observation([r.encode() for r in replicas], context)
+    assert is_compact(compact) and len(compact) == compact_size(5)
+    flat = pad_compact([compact], MAX)[0]
+    np.testing.assert_allclose(flat, encode_observation(replicas, context, MAX))
+    rows = np.array([r.encode() for r in replicas], dtype=np.float32)
+    np.testing.assert_allclose(numpy_net.score(rows, context), numpy_net.q_values(flat)[:5], atol=1e-5)
+    moved = compact_with_loads(compact, [50, 40, 30, 20, 10])
+    assert pad_compact([moved], MAX)[0][0] == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="2 loads for 5 replicas"):
+        compact_with_loads(compact, [1, 2])
