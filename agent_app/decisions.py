@@ -10,6 +10,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import math
 import struct
 import time
 from collections.abc import Sequence
@@ -19,8 +20,12 @@ from functools import lru_cache
 import numpy as np
 from django.conf import settings
 
-_HEADER = struct.Struct("<IBd")  # model version, action, unix time
+# Format 2: format, model version, action, unix time, deciding arm, prompt tokens (NaN: not sent),
+# length of the chosen replica's name; then the name (UTF-8) and the state as float32.
+_FORMAT = 2
+_HEADER = struct.Struct("<BIHdBfB")
 _TAG_BYTES = 16
+ARMS = ("", "model", "heuristic")  # "": a decision made with the routing gate off
 
 
 @dataclass(frozen=True)
@@ -28,7 +33,10 @@ class DecodedDecision:
     model_version: int
     action: int
     decided_at: float
-    state: list[float]
+    state: list[float]  # the raw N + 7 state, or a compact per-replica observation (rl/replica_features)
+    arm: str = ""
+    replica: str = ""
+    prompt_tokens: float | None = None
 
 
 class InvalidDecision(ValueError):
@@ -51,28 +59,36 @@ def _floats(count: int) -> struct.Struct:
     return struct.Struct(f"<{count}f")
 
 
-def encode_decision(model_version: int, action: int, state: Sequence[float]) -> str:
+def encode_decision(model_version: int, action: int, state: Sequence[float], *, arm: str = "",
+                    replica: str = "", prompt_tokens: float | None = None) -> str:
     try:
         values = _floats(len(state)).pack(*state)  # float32, as np.float32 would round them
     except (OverflowError, struct.error):  # beyond float32's range: NumPy makes it infinite
         values = np.asarray(state, np.float32).tobytes()
-    payload = _HEADER.pack(model_version, action, time.time()) + values
+    name = replica.encode()[:255]
+    tokens = math.nan if prompt_tokens is None else float(prompt_tokens)
+    payload = _HEADER.pack(_FORMAT, model_version, action, time.time(), ARMS.index(arm), tokens, len(name))
+    payload += name + values
     mac = _mac().copy()
     mac.update(payload)
     return base64.urlsafe_b64encode(payload + mac.digest()[:_TAG_BYTES]).rstrip(b"=").decode()
 
 
-def decode_decision(token: str, state_dim: int) -> DecodedDecision:
+def decode_decision(token: str) -> DecodedDecision:
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
     except (binascii.Error, ValueError) as exc:
         raise InvalidDecision("decision_id is not a decision issued by this service") from exc
-    expected = _HEADER.size + 4 * state_dim + _TAG_BYTES
-    if len(raw) != expected:
-        raise InvalidDecision("decision_id is not a decision issued by this service (wrong length)")
+    if len(raw) < _HEADER.size + _TAG_BYTES or raw[0] != _FORMAT:
+        raise InvalidDecision("decision_id is not a decision issued by this service (unknown format)")
     payload, tag = raw[:-_TAG_BYTES], raw[-_TAG_BYTES:]
     if not hmac.compare_digest(tag, hmac.digest(_key(), payload, "sha256")[:_TAG_BYTES]):
         raise InvalidDecision("decision_id signature does not match: not issued by this service")
-    version, action, decided_at = _HEADER.unpack_from(payload)
-    state = np.frombuffer(payload[_HEADER.size :], dtype=np.float32).astype(float).tolist()
-    return DecodedDecision(version, action, decided_at, state)
+    _, version, action, decided_at, arm, tokens, name_length = _HEADER.unpack_from(payload)
+    start = _HEADER.size + name_length
+    if (len(payload) - start) % 4 or arm >= len(ARMS):
+        raise InvalidDecision("decision_id is not a decision issued by this service (bad layout)")
+    state = np.frombuffer(payload[start:], dtype=np.float32).astype(float).tolist()
+    return DecodedDecision(version, action, decided_at, state, ARMS[arm],
+                           payload[_HEADER.size:start].decode(errors="replace"),
+                           None if math.isnan(tokens) else tokens)

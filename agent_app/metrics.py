@@ -51,7 +51,7 @@ _decisions_counted: dict[tuple[int, str], int] = {}
 _decisions_lock = threading.Lock()  # the serving refresh and a scrape may flush at the same time
 
 
-def count_decisions(totals: Mapping[tuple[int, str], int]) -> None:
+def count_decisions(totals: Mapping[tuple[int | str, str], int]) -> None:
     """Bring DECISIONS up to `totals`, this process's cumulative decisions per (replica, policy).
 
     /select_replica only adds one to a dict; this runs off the hot path, from the serving refresh
@@ -62,9 +62,10 @@ def count_decisions(totals: Mapping[tuple[int, str], int]) -> None:
         for key, total in list(totals.items()):
             delta = total - _decisions_counted.get(key, 0)
             if delta > 0:
-                replica_idx, policy = key
+                replica, policy = key  # an index into REPLICA_NAMES, or a name the gateway sent
                 names = settings.REPLICA_NAMES
-                name = names[replica_idx] if replica_idx < len(names) else str(replica_idx)
+                name = replica if isinstance(replica, str) else names[replica] if replica < len(names) \
+                    else str(replica)
                 DECISIONS.labels(replica=name, policy=policy).inc(delta)
                 _decisions_counted[key] = total
 

@@ -20,6 +20,9 @@ class AgentState(models.Model):
     device = models.CharField(max_length=16, default="cpu")
     target_syncs = models.PositiveIntegerField(default=0)
     published_at = models.DateTimeField(null=True, blank=True)
+    # Who routes under RL_ROUTING_GATE: "heuristic" until the model is measured better, then "model".
+    router = models.CharField(max_length=16, default="heuristic")
+    router_since = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         verbose_name = "agent state"
@@ -98,6 +101,31 @@ class ReplicaSelection(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["replica_idx", "policy"], name="one_counter_per_pair")
+        ]
+
+
+class ReplicaOutcome(models.Model):
+    """Recorded outcomes per time bucket, replica and the arm that decided (model, heuristic, or ""
+    when a report did not come through a decision_id), summed over every web worker's flushes.
+    The per-replica statistics the model sees and the routing gate's evidence are read from here
+    (agent_app/replica_outcomes.py)."""
+
+    bucket = models.BigIntegerField(db_index=True)  # unix seconds // BUCKET_SECONDS
+    replica = models.CharField(max_length=128)
+    arm = models.CharField(max_length=16, blank=True, default="")
+    count = models.BigIntegerField(default=0)
+    failures = models.BigIntegerField(default=0)
+    latency_sum = models.FloatField(default=0.0)  # successful requests only
+    reward_sum = models.FloatField(default=0.0)
+    reward_sq_sum = models.FloatField(default=0.0)
+    tpot_sum = models.FloatField(default=0.0)  # ms per output token after the first
+    tpot_count = models.BigIntegerField(default=0)
+    ttft_sum = models.FloatField(default=0.0)  # ms of time to first token per 1000 prompt tokens
+    ttft_count = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["bucket", "replica", "arm"], name="one_outcome_row_per_key")
         ]
 
 

@@ -1,4 +1,5 @@
-"""What a web worker serves from memory: published weights, epsilon, config, key digests, host use.
+"""What a web worker serves from memory: published weights, epsilon, config, key digests, host use,
+the per-replica statistics and who routes (the gate).
 
 A daemon thread per process refreshes it every SYNC_INTERVAL_SECONDS from the database, so the
 hot path reads one attribute and never queries, waits or locks; if the database is down the
@@ -17,22 +18,27 @@ from dataclasses import dataclass, field, replace
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections, transaction
 from django.db.models import F
+from django.utils import timezone
 
 from agent_app import metrics
 from agent_app.host_metrics import HostMetrics
 from agent_app.models import AgentConfig, AgentState, ApiKey, ReplicaSelection
+from agent_app.replica_outcomes import OutcomeTally, arm_totals, replica_statistics
+from agent_app.rl.gate import HEURISTIC, MODEL, ArmTotals, GateConfig, Verdict, decide
 from agent_app.rl.inference import NumpyQNetwork, weights_from_bytes
 from agent_app.rl.reward import RewardConfig
+from agent_app.rl.set_inference import SET_DIMS_KEY, NumpySetQNetwork
 
 log = logging.getLogger(__name__)
 HOST_METRICS_EVERY_SECONDS = 5.0
-_STATE_FIELDS = ("model_version", "epsilon", "steps_done")
-_NO_STATE = {"model_version": 0, "epsilon": 1.0, "steps_done": 0}  # before the first publish
+_STATE_FIELDS = ("model_version", "epsilon", "steps_done", "router")
+_NO_STATE = {"model_version": 0, "epsilon": 1.0, "steps_done": 0, "router": HEURISTIC}  # before a publish
 
 
 @dataclass(frozen=True)
 class ServingSnapshot:
-    network: NumpyQNetwork | None = None
+    network: NumpyQNetwork | NumpySetQNetwork | None = None
+    network_kind: str = "mlp"  # "mlp" or "per_replica"
     weights_blob: bytes | None = None  # the published npz, served to gateways for local inference
     model_version: int = 0
     steps_done: int = 0
@@ -45,6 +51,29 @@ class ServingSnapshot:
     # Why there is no network to serve: routing falls back to least-loaded and says this.
     fallback_reason: str | None = "no trained model yet"
     refreshed_at: float = 0.0
+    # What the service learned per replica name from recorded outcomes (agent_app/replica_outcomes.py).
+    replica_stats: dict[str, dict[str, float]] = field(default_factory=dict)
+    # The routing gate (agent_app/rl/gate.py): who routes, with what evidence.
+    router: str = HEURISTIC
+    gate: GateConfig = field(default_factory=GateConfig)
+    verdict: Verdict | None = None
+    arms: dict[str, ArmTotals] = field(default_factory=dict)
+
+    @property
+    def gate_reason(self) -> str:
+        evidence = self.verdict.reason if self.verdict else "no outcomes yet"
+        return f"least-loaded routes until the model is measured better on live traffic: {evidence}"
+
+    @property
+    def holdout_reason(self) -> str:
+        return "holdout: least-loaded keeps a share of requests so the model stays measured against it"
+
+
+def gate_config() -> GateConfig:
+    return GateConfig(
+        trial_fraction=settings.RL_TRIAL_FRACTION, holdout_fraction=settings.RL_HOLDOUT_FRACTION,
+        min_samples=settings.RL_GATE_MIN_OUTCOMES, exploration_margin=settings.RL_EXPLORATION_MARGIN,
+    )
 
 
 def reward_config_from(config: AgentConfig) -> RewardConfig:
@@ -53,7 +82,7 @@ def reward_config_from(config: AgentConfig) -> RewardConfig:
         for name in ("latency_scale_ms", "balance_weight", "failure_penalty")
         if getattr(config, name) is not None
     }
-    return replace(RewardConfig(), **overrides)
+    return replace(RewardConfig(latency_mode=settings.REWARD_LATENCY_MODE), **overrides)
 
 
 class PolicyCache:
@@ -61,11 +90,13 @@ class PolicyCache:
         self.snapshot = ServingSnapshot(exploration=settings.RL_EXPLORATION)
         self._host = HostMetrics(settings.PROMETHEUS_URL)
         self._host_read_at = float("-inf")
-        # Cumulative per-process decision counts; the flusher sends deltas, so no lock is needed.
-        self.selections: defaultdict[tuple[int, str], int] = defaultdict(int)
-        self._flushed: dict[tuple[int, str], int] = {}
+        # Cumulative per-process decision counts by (replica index or name, policy); the flusher
+        # sends deltas, so no lock is needed.
+        self.selections: defaultdict[tuple[int | str, str], int] = defaultdict(int)
+        self._flushed: dict[tuple[int | str, str], int] = {}
         self._thread_pid: int | None = None
         self._database_down = False  # log an outage once when it starts and once when it ends
+        self.outcomes = OutcomeTally()  # recorded outcomes, flushed with the decision counts
 
     @property
     def host_metrics_source(self) -> str:
@@ -101,8 +132,9 @@ class PolicyCache:
         except Exception:  # the thread must survive anything
             log.exception("could not add the decisions to the Prometheus counter")
         try:
-            self._refresh_from_database()
             self.flush_selections()
+            self.outcomes.flush()
+            self._refresh_from_database()
         except DatabaseError as exc:
             if not self._database_down:
                 log.warning("database unavailable, serving model v%s from memory until it answers: %s",
@@ -134,14 +166,30 @@ class PolicyCache:
         exploration = config.exploration_enabled
         if exploration is None:
             exploration = settings.RL_EXPLORATION
+        gate, arms = gate_config(), arm_totals()
+        verdict = decide(arms.get(MODEL, ArmTotals()), arms.get(HEURISTIC, ArmTotals()), row["router"], gate)
+        if verdict.leader != row["router"]:
+            row["router"] = self._switch_router(row["router"], verdict)
         self.snapshot = ServingSnapshot(
-            network=network, weights_blob=blob, model_version=row["model_version"],
-            steps_done=row["steps_done"],
+            network=network, network_kind=_kind(network), weights_blob=blob,
+            model_version=row["model_version"], steps_done=row["steps_done"],
             epsilon=row["epsilon"], exploration=exploration, reward_config=reward_config_from(config),
             memory=memory, cpu=cpu,
             api_key_digests=frozenset(ApiKey.objects.filter(active=True).values_list("digest", flat=True)),
-            fallback_reason=reason, refreshed_at=time.time(),
+            fallback_reason=reason, refreshed_at=time.time(), replica_stats=replica_statistics(),
+            router=row["router"], gate=gate, verdict=verdict, arms=arms,
         )
+
+    @staticmethod
+    def _switch_router(current: str, verdict: Verdict) -> str:
+        """Hand routing to the verdict's leader: one conditional update, so of several workers that
+        reach the same verdict one switches and the others read the result."""
+        switched = AgentState.objects.filter(pk=1, router=current).update(
+            router=verdict.leader, router_since=timezone.now())
+        if switched:
+            log.warning("routing handed from the %s to the %s: model lead %.4f (standard error %.4f), %s",
+                        current, verdict.leader, verdict.lead, verdict.stderr, verdict.reason)
+        return AgentState.objects.filter(pk=1).values_list("router", flat=True).first() or current
 
     def _load_network(self) -> tuple[dict, NumpyQNetwork | None, bytes | None, str | None]:
         """The published weights and the version, epsilon and steps of the same row, in one query:
@@ -153,11 +201,16 @@ class PolicyCache:
             return row, None, None, "no trained model yet"
         try:
             blob = bytes(blob)
-            network = NumpyQNetwork(weights_from_bytes(blob))
+            weights = weights_from_bytes(blob)
+            network = NumpySetQNetwork(weights) if SET_DIMS_KEY in weights else NumpyQNetwork(weights)
         except Exception as exc:
             log.error("published weights of model v%s do not load (%s); routing falls back", version, exc)
             return row, None, None, f"model v{version} failed to load"
-        if network.n_actions != settings.NUM_REPLICAS:
+        if _kind(network) != settings.RL_NETWORK:
+            log.error("model v%s is a %s network but RL_NETWORK=%s; routing falls back until one is trained",
+                      version, _kind(network), settings.RL_NETWORK)
+            return row, None, None, f"model v{version} is {_kind(network)}, RL_NETWORK {settings.RL_NETWORK}"
+        if _kind(network) == "mlp" and network.n_actions != settings.NUM_REPLICAS:
             log.error("model v%s has %s actions but NUM_REPLICAS=%s; routing falls back",
                       version, network.n_actions, settings.NUM_REPLICAS)
             return row, None, None, f"model v{version} is for {network.n_actions} replicas"
@@ -167,7 +220,10 @@ class PolicyCache:
     def flush_selections(self) -> None:
         """Add the decisions since the last flush to the shared counters: one transaction, so one
         write lock and one commit per refresh however many replica and policy pairs moved."""
-        pending = {key: total - self._flushed.get(key, 0) for key, total in list(self.selections.items())}
+        # Positional decisions (the original body) only: named replicas are counted per name by
+        # Prometheus and, once reported, in the per-replica statistics.
+        pending = {key: total - self._flushed.get(key, 0) for key, total in list(self.selections.items())
+                   if isinstance(key[0], int)}
         pending = {key: delta for key, delta in pending.items() if delta}
         if not pending:
             return
@@ -179,6 +235,10 @@ class PolicyCache:
                     counter.update(count=F("count") + delta)
         for key, delta in pending.items():  # only once committed: a failed flush is retried whole
             self._flushed[key] = self._flushed.get(key, 0) + delta
+
+
+def _kind(network: object) -> str:
+    return "per_replica" if isinstance(network, NumpySetQNetwork) else "mlp"
 
 
 policy_cache = PolicyCache()

@@ -38,7 +38,7 @@ def start_service(folder: Path):
 
     print("starting the service (web + worker) on a fresh database ...", flush=True)
     stack = LiveStack(folder, use_services=services_reachable(), RL_EXPLORATION="false",
-                      LOG_LEVEL="warning")
+                      RL_ROUTING_GATE="false", LOG_LEVEL="warning")
     stack.start("web")
     stack.start("worker")
     rng = random.Random(3)

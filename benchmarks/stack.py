@@ -54,6 +54,8 @@ class Stack:
             "SECRET_KEY": "benchmark-" + "s" * 40, "MODEL_PATH": str(folder / "models" / "rl_agent.pth"),
             "WEB_CONCURRENCY": "2", "PORT": str(PORT), "PROMETHEUS_URL": "http://127.0.0.1:9",
             "LOG_LEVEL": "warning", "RL_EXPLORATION": "false", "TRAIN_TIMEOUT_SECONDS": "120",
+            # The model's forward pass is what is measured: it routes every request once trained.
+            "RL_ROUTING_GATE": "false",
             "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
         }
         if shutil.which("wrk") is None:

@@ -232,6 +232,34 @@ CHECKPOINT_EVERY_STEPS = env_int("CHECKPOINT_EVERY_STEPS", 500, minimum=1)
 CHECKPOINT_KEEP = env_int("CHECKPOINT_KEEP", 5, minimum=1)
 # Gradient steps a model needs before it routes; until then least-loaded decides (and says so).
 RL_MIN_TRAINING_STEPS = env_int("RL_MIN_TRAINING_STEPS", 100, minimum=0)
+# Who routes (docs/design.md, decision 14): least-loaded until the model's own decisions, a
+# RL_TRIAL_FRACTION of requests, are measured better on live traffic (mean reward over
+# RL_GATE_WINDOW_SECONDS, RL_GATE_MIN_OUTCOMES per side, 2 standard errors); then the model, with
+# RL_HOLDOUT_FRACTION still routed by least-loaded so a model that gets worse hands back. false:
+# the model routes as soon as it has RL_MIN_TRAINING_STEPS (the original specification's behaviour).
+RL_ROUTING_GATE = env_bool("RL_ROUTING_GATE", True)
+RL_TRIAL_FRACTION = env_float("RL_TRIAL_FRACTION", 0.1, minimum=0.0, maximum=1.0)
+RL_HOLDOUT_FRACTION = env_float("RL_HOLDOUT_FRACTION", 0.05, minimum=0.0, maximum=1.0)
+RL_GATE_MIN_OUTCOMES = env_int("RL_GATE_MIN_OUTCOMES", 200, minimum=1)
+RL_GATE_WINDOW_SECONDS = env_float("RL_GATE_WINDOW_SECONDS", 600.0, minimum=10.0, maximum=86_400.0)
+# With the gate on, exploration picks among replicas whose Q is within this of the best (reward units).
+RL_EXPLORATION_MARGIN = env_float("RL_EXPLORATION_MARGIN", 0.5, minimum=0.0)
+# The Q-network: "per_replica" scores each replica with shared weights, so one model serves any
+# cluster up to MAX_REPLICAS and named replicas may come and go; "mlp" is the original
+# specification's (N + 7 inputs, one output per position of NUM_REPLICAS replicas). per_replica
+# routed better in every simulator scenario measured (docs/design.md, decision 15).
+RL_NETWORK = env_choice("RL_NETWORK", "per_replica", ("mlp", "per_replica"))
+# Replicas the per-replica network's training observations hold; /select_replica accepts up to 256,
+# and a larger cluster than this is routed least-loaded (and says so).
+MAX_REPLICAS = env_int("MAX_REPLICAS", 64, minimum=2, maximum=256)
+# The latency term of the reward: "log" (1 - log(1 + latency/scale): keeps its signal from 100 ms
+# to minutes), "per_token" (log of latency per output token; needs output_tokens in the reports) or
+# "linear" (the original specification's 1 - latency/1000, clipped at -10 past 11 s).
+REWARD_LATENCY_MODE = env_choice("REWARD_LATENCY_MODE", "log", ("log", "per_token", "linear"))
+# Half-life of the per-replica statistics the service learns from recorded outcomes (latency,
+# failures, time per token): recent outcomes count most, a replica's past fades in a few minutes.
+REPLICA_STATS_HALF_LIFE_SECONDS = env_float("REPLICA_STATS_HALF_LIFE_SECONDS", 30.0, minimum=1.0,
+                                            maximum=3600.0)
 # Seconds a trainer's lease lasts without renewal: how long a killed trainer blocks the next one.
 TRAINING_LEASE_SECONDS = env_float("TRAINING_LEASE_SECONDS", 30.0, minimum=2.0)
 # How long POST /train waits for the training worker before answering 504.

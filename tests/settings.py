@@ -48,6 +48,11 @@ STORAGES["staticfiles"]["BACKEND"] = "django.contrib.staticfiles.storage.StaticF
 # Tasks run in the test process; the Celery integration tests start a real worker and beat.
 CELERY_TASK_ALWAYS_EAGER = True
 CELERY_TASK_EAGER_PROPAGATES = True
+# Most tests check the original specification's contract: its fixed network, with the model routing
+# as soon as it has trained. The per-replica network's and the gate's tests turn them on; the live
+# tests (tests/live/) run the production defaults.
+RL_ROUTING_GATE = False
+RL_NETWORK = "mlp"
 # Refresh the serving snapshot on every call, so a test sees its own writes at once.
 POLICY_SYNC_THREAD = False
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # noqa: F405  (whitenoise warns about a missing one)

@@ -42,6 +42,7 @@ class Plan:
     flags: tuple[tuple[str, bool], ...]
     integers: tuple[tuple[str, bool, int, int], ...]
     strings: tuple[tuple[str, bool, re.Pattern | None, int, int], ...]  # pattern, min and max length
+    customs: tuple[tuple[str, bool, serializers.Field], ...]  # fields that validate their own value fast
 
 
 _plans: dict[type, Plan | None] = {}
@@ -65,13 +66,16 @@ def _compile(serializer_class: type[serializers.Serializer]) -> Plan | None:
     prototype = serializer_class()
     if prototype.get_validators():
         return None
-    kinds: dict[str, list] = {"scalars": [], "vectors": [], "flags": [], "integers": [], "strings": []}
+    kinds: dict[str, list] = {"scalars": [], "vectors": [], "flags": [], "integers": [], "strings": [],
+                              "customs": []}
     for name, field in serializer_class._declared_fields.items():
         renamed = field.source not in (None, name)
         if field.read_only or field.allow_null or field.default is not empty or renamed:
             return None
         required = field.required
-        if isinstance(field, StrictFloatField) and not field.validators:
+        if getattr(field, "fast_path_safe", False) and not field.validators:
+            kinds["customs"].append((name, required, field))
+        elif isinstance(field, StrictFloatField) and not field.validators:
             if not _exact_bounds([(field.min_value, field.max_value)]):
                 return None
             kinds["scalars"].append((name, required, field.min_value, field.max_value))
@@ -199,6 +203,16 @@ def _check_item(plan: Plan, item: object, index: int, columns: dict | None) -> d
         if (pattern.search(value) is None) if pattern is not None else value != value.strip():
             return None
         row[name] = value
+    for name, required, field in plan.customs:
+        value = item.get(name, _MISSING)
+        if value is _MISSING:
+            if required:
+                return None
+            continue
+        try:
+            row[name] = field.to_internal_value(value)
+        except serializers.ValidationError:
+            return None
     return row
 
 

@@ -66,17 +66,67 @@ class VectorSchema(OpenApiSerializerFieldExtension):
                 "prefixItems": [{"type": "number", "minimum": lo, "maximum": hi} for lo, hi in bounds]}
 
 
+class ReplicaListSchema(OpenApiSerializerFieldExtension):
+    target_class = "agent_app.api.cluster_fields.ReplicaListField"
+
+    def map_serializer_field(self, auto_schema, direction):
+        from agent_app.api.cluster_fields import MAX_REPLICAS_PER_BODY, REPLICA_NAME_PATTERN, REPLICA_SIGNALS
+
+        signals = {key: {"type": "number", "minimum": low, "maximum": high}
+                   for key, (low, high) in REPLICA_SIGNALS.items()}
+        replica = {"type": "object", "required": ["name", "load"], "properties": {
+            "name": {"type": "string", "pattern": REPLICA_NAME_PATTERN},
+            "load": {"type": "number", "minimum": 0, "maximum": 1e6}, **signals}}
+        # Names must be unique; JSON Schema cannot say that of one property, the service does.
+        return {"type": "array", "minItems": 1, "maxItems": MAX_REPLICAS_PER_BODY, "items": replica}
+
+
+class RequestFeaturesSchema(OpenApiSerializerFieldExtension):
+    target_class = "agent_app.api.cluster_fields.RequestFeaturesField"
+
+    def map_serializer_field(self, auto_schema, direction):
+        from agent_app.api.cluster_fields import MAX_TOKENS, REQUEST_FEATURES
+
+        count = {"type": "integer", "minimum": 0, "maximum": MAX_TOKENS}
+        return {"type": "object", "properties": {key: count for key in REQUEST_FEATURES}}
+
+
+class LoadListSchema(OpenApiSerializerFieldExtension):
+    target_class = "agent_app.api.cluster_fields.LoadListField"
+
+    def map_serializer_field(self, auto_schema, direction):
+        from agent_app.api.cluster_fields import MAX_REPLICAS_PER_BODY
+
+        return {"type": "array", "minItems": 1, "maxItems": MAX_REPLICAS_PER_BODY,
+                "items": {"type": "number", "minimum": 0, "maximum": 1e6}}
+
+
+class SelectReplicaSchema(OpenApiSerializerExtension):
+    """The original body (replica_loads) or the named one (replicas), never both."""
+
+    target_class = "agent_app.api.serializers.SelectReplicaRequest"
+
+    def map_serializer(self, auto_schema, direction):
+        schema = auto_schema._map_serializer(self.target, direction, bypass_extensions=True)
+        schema["oneOf"] = [{"required": ["replica_loads"], "not": {"required": ["replicas"]}},
+                           {"required": ["replicas"], "not": {"required": ["replica_loads"]}}]
+        return schema
+
+
 class ExperienceSchema(OpenApiSerializerExtension):
-    """One report: state and action, or the decision_id /select_replica returned, never both."""
+    """One report: state and action (or replica), or the decision_id /select_replica returned."""
 
     target_class = "agent_app.api.serializers.ExperienceRequest"
 
     def map_serializer(self, auto_schema, direction):
         schema = auto_schema._map_serializer(self.target, direction, bypass_extensions=True)
         schema["oneOf"] = [
-            {"required": ["state", "action"], "not": {"required": ["decision_id"]}},
-            {"required": ["decision_id"],
-             "not": {"anyOf": [{"required": ["state"]}, {"required": ["action"]}]}},
+            {"required": ["state", "action"], "not": {"anyOf": [{"required": ["decision_id"]},
+                                                                {"required": ["replica"]}]}},
+            {"required": ["state", "replica"], "not": {"anyOf": [{"required": ["decision_id"]},
+                                                                 {"required": ["action"]}]}},
+            {"required": ["decision_id"], "not": {"anyOf": [{"required": [name]}
+                                                            for name in ("state", "action", "replica")]}},
         ]
         return schema
 

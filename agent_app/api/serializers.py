@@ -9,6 +9,13 @@ from django.conf import settings
 from rest_framework import serializers
 from rest_framework.fields import empty
 
+from agent_app.api.cluster_fields import (
+    MAX_TOKENS,
+    REPLICA_NAME,
+    LoadListField,
+    ReplicaListField,
+    RequestFeaturesField,
+)
 from agent_app.api.fast_validation import plan_for, validate_many
 from agent_app.api.fields import (
     QueryIntegerField,
@@ -19,12 +26,14 @@ from agent_app.api.fields import (
     VectorField,
 )
 from agent_app.decisions import InvalidDecision, decode_decision
-from agent_app.rl.state import EXTRA_FEATURES, state_dim
+from agent_app.rl.replica_features import compact_size, is_compact
+from agent_app.rl.state import EXTRA_FEATURES
 
 MAX_LOAD = 1e6  # loads and queue depth are 0-100 as specified; larger readings are clipped, not refused
 MAX_LATENCY_MS = 3_600_000.0
 MAX_RPS = 1e7
 MAX_BATCH = 1000
+MAX_DECISION_ID = 32_768  # a decision over 256 named replicas, with their features
 # A decision_id is unpadded URL-safe base64 (agent_app/decisions.py); the schema states the
 # alphabet and the bounds, validation enforces the same, and the signature says the rest.
 DECISION_ID_PATTERN = r"\A[A-Za-z0-9_-]+\Z"
@@ -109,17 +118,32 @@ class ActionField(StrictIntegerField):
 
 
 class SelectReplicaRequest(LeanSerializer):
-    """The gateway's view of the cluster for one request."""
+    """The gateway's view of the cluster for one request: positional `replica_loads` (the original
+    specification's body) or named `replicas` with optional signals, and optional request features."""
 
-    replica_loads = LoadsField(help_text="Load of each replica, 0-100 (NUM_REPLICAS values).")
+    replica_loads = LoadsField(required=False, help_text="Load of each replica, 0-100 (NUM_REPLICAS values); "
+                                                         "or send `replicas` instead.")
+    replicas = ReplicaListField(
+        required=False,
+        help_text="Instead of replica_loads: 1-256 replicas, each {name, load} and optionally running, "
+                  "waiting (requests, as vLLM reports them) and kv_cache_usage (0-1); names unique.",
+    )
+    request = RequestFeaturesField(required=False, help_text="Optional: prompt_tokens and max_tokens.")
     queue_depth = StrictFloatField(min_value=0, max_value=MAX_LOAD, help_text="Jobs waiting, 0-100.")
     recent_latency_ms = StrictFloatField(min_value=0, max_value=MAX_LATENCY_MS)
     current_rps = StrictFloatField(min_value=0, max_value=MAX_RPS)
     success_rate = StrictFloatField(min_value=0, max_value=1)
 
+    def validate(self, attrs):
+        if "replica_loads" in attrs and "replicas" in attrs:
+            raise serializers.ValidationError({"replicas": ["send replica_loads or replicas, not both"]})
+        if "replica_loads" not in attrs and "replicas" not in attrs:
+            raise serializers.ValidationError({"replica_loads": ["This field is required (or replicas)."]})
+        return attrs
+
 
 class SelectReplicaResponse(serializers.Serializer):
-    replica_idx = serializers.IntegerField()
+    replica_idx = serializers.IntegerField(help_text="Index in replica_loads or replicas.")
     replica_name = serializers.CharField()
     confidence = serializers.FloatField(help_text="Softmax probability of the chosen replica's Q-value.")
     exploration = serializers.BooleanField()
@@ -138,7 +162,7 @@ class ExperienceRequest(LeanSerializer):
         help_text="Idempotency key: a retried report with the same id is stored once.",
     )
     decision_id = StrictRegexField(
-        DECISION_ID_PATTERN, min_length=1, max_length=1024, required=False,
+        DECISION_ID_PATTERN, min_length=1, max_length=MAX_DECISION_ID, required=False,
         help_text="The decision_id /select_replica returned, instead of state and action.",
     )
     arm = StrictRegexField(
@@ -147,30 +171,67 @@ class ExperienceRequest(LeanSerializer):
     )
     state = StateField(required=False)
     action = ActionField(required=False)
+    replica = StrictRegexField(REPLICA_NAME.pattern, required=False,
+                               help_text="With state: the chosen replica by name (one of REPLICA_NAMES), "
+                                         "instead of action.")
     latency_ms = StrictFloatField(min_value=0, max_value=MAX_LATENCY_MS)
     success = StrictBooleanField()
-    replica_loads = LoadsField(help_text="Replica loads after the request.")
+    replica_loads = LoadListField(help_text="Replica loads after the request: NUM_REPLICAS values, or for a "
+                                            "decision_id one per replica of the decision, in its order.")
     next_state = StateField(required=False)
+    ttft_ms = StrictFloatField(min_value=0, max_value=MAX_LATENCY_MS, required=False,
+                               help_text="Time to first token, when the gateway streamed the answer.")
+    output_tokens = StrictIntegerField(min_value=0, max_value=MAX_TOKENS, required=False,
+                                       help_text="Tokens generated (the answer's usage.completion_tokens).")
 
     def validate(self, attrs):
-        has_state = "state" in attrs or "action" in attrs
         if "decision_id" in attrs:
-            if has_state:
+            if {"state", "action", "replica"} & attrs.keys():
                 raise serializers.ValidationError("send either decision_id or state and action, not both")
-            try:
-                decision = decode_decision(attrs.pop("decision_id"), state_dim(settings.NUM_REPLICAS))
-            except InvalidDecision as exc:
-                raise serializers.ValidationError({"decision_id": str(exc)}) from None
-            if decision.action >= settings.NUM_REPLICAS:
-                raise serializers.ValidationError({"decision_id": "decision is for another replica count"})
-            attrs["state"], attrs["action"] = decision.state, decision.action
-        else:
-            missing = [name for name in ("state", "action") if name not in attrs]
-            if missing:
-                raise serializers.ValidationError(
-                    {name: "required unless decision_id is sent" for name in missing}
-                )
+            return self._from_decision(attrs)
+        if "action" in attrs and "replica" in attrs:
+            raise serializers.ValidationError({"replica": ["send either action or replica, not both"]})
+        if "replica" in attrs:
+            if attrs["replica"] not in settings.REPLICA_NAMES:
+                unknown = f"{attrs['replica']!r} is not in REPLICA_NAMES"
+                raise serializers.ValidationError({"replica": [unknown]})
+            attrs["action"] = settings.REPLICA_NAMES.index(attrs["replica"])
+        missing = [name for name in ("state", "action") if name not in attrs]
+        if missing:
+            raise serializers.ValidationError({name: "required without decision_id" for name in missing})
+        _check_loads(attrs, settings.NUM_REPLICAS)
+        attrs["replica"] = settings.REPLICA_NAMES[attrs["action"]]
         return attrs
+
+    @staticmethod
+    def _from_decision(attrs: dict) -> dict:
+        try:
+            decision = decode_decision(attrs.pop("decision_id"))
+        except InvalidDecision as exc:
+            raise serializers.ValidationError({"decision_id": str(exc)}) from None
+        state = decision.state
+        if is_compact(state):  # a per-replica network's decision: any cluster size
+            n = int(-state[0])
+            if len(state) != compact_size(n):
+                raise serializers.ValidationError({"decision_id": "decision is malformed"})
+        else:
+            n = len(state) - len(EXTRA_FEATURES)
+            if n != settings.NUM_REPLICAS:
+                raise serializers.ValidationError({"decision_id": [
+                    f"the decision was over {n} replicas; with RL_NETWORK=mlp the model learns only from "
+                    f"NUM_REPLICAS={settings.NUM_REPLICAS} replicas (RL_NETWORK=per_replica: any size)"]})
+        if not decision.action < n:
+            raise serializers.ValidationError({"decision_id": "decision is malformed"})
+        _check_loads(attrs, n)
+        attrs.update(state=state, action=decision.action, replica=decision.replica, routed_by=decision.arm,
+                     prompt_tokens=decision.prompt_tokens)
+        return attrs
+
+
+def _check_loads(attrs: dict, n: int) -> None:
+    if len(attrs["replica_loads"]) != n:
+        raise serializers.ValidationError({"replica_loads": [
+            f"must have {n} values, one per replica of the decision, got {len(attrs['replica_loads'])}"]})
 
 
 class ExperienceBatchRequest(serializers.Serializer):
@@ -240,6 +301,11 @@ class StatsResponse(serializers.Serializer):
     last_loss = serializers.FloatField(allow_null=True)
     target_syncs = serializers.IntegerField()
     ab = serializers.DictField(allow_null=True, help_text="A/B results per arm (GET /ab_results).")
+    routing = serializers.DictField(help_text="Who routes (the model or least-loaded) and the evidence.")
+    replicas = serializers.DictField(
+        child=serializers.DictField(child=serializers.FloatField()),
+        help_text="Per replica: share of recent outcomes, requests (half-life weighted), latency_ms, "
+                  "failure_rate, tpot_ms, ttft_ms_per_ktok: what the per-replica network sees.")
 
 
 class ErrorResponse(serializers.Serializer):

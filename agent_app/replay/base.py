@@ -32,12 +32,14 @@ class ExperienceRecord(NamedTuple):
 
 @dataclass(frozen=True)
 class TransitionArrays:
-    """Experiences read back as arrays, ready for the RL core's replay buffer."""
+    """Experiences read back as arrays, ready for the RL core's replay buffer. States are (B, width)
+    when they all have one width, else one array each (the per-replica network's observations
+    vary with the cluster's size; the trainer keeps those its network reads)."""
 
-    states: np.ndarray
+    states: np.ndarray | list[np.ndarray]
     actions: np.ndarray
     rewards: np.ndarray
-    next_states: np.ndarray
+    next_states: np.ndarray | list[np.ndarray]
 
     def __len__(self) -> int:
         return len(self.actions)
@@ -85,10 +87,17 @@ class ReplayStore(ABC):
         return [row["reward"] for row in self.recent(count)]
 
     def _arrays(self, states: list, actions: list, rewards: list, next_states: list) -> TransitionArrays:
-        dim = self.state_dim
         return TransitionArrays(
-            states=np.asarray(states, dtype=np.float32).reshape(-1, dim),
+            states=_rows(states, self.state_dim),
             actions=np.asarray(actions, dtype=np.int64),
             rewards=np.asarray(rewards, dtype=np.float32),
-            next_states=np.asarray(next_states, dtype=np.float32).reshape(-1, dim),
+            next_states=_rows(next_states, self.state_dim),
         )
+
+
+def _rows(states: list, width: int) -> np.ndarray | list[np.ndarray]:
+    if not states:
+        return np.zeros((0, width), dtype=np.float32)
+    if len({len(s) for s in states}) == 1:
+        return np.asarray(states, dtype=np.float32)
+    return [np.asarray(s, dtype=np.float32) for s in states]

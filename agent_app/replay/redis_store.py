@@ -20,7 +20,7 @@ ARMS_KEY = KEY_PREFIX + "arms"
 # totals of a stored record's arm are updated in the same call, and one exact XTRIM at the end
 # keeps at most `capacity` entries (the script is atomic, so no reader sees more). The batch
 # travels as a few columns rather than 9 arguments per record: packing ten thousand arguments cost
-# more than the script. ARGV: capacity, ttl, count, state bytes per record, then the columns:
+# more than the script. ARGV: capacity, ttl, count, state bytes of each record, then the columns:
 # ids, states, actions, rewards, next states, latencies, successes, arms, buckets (lists are
 # comma-separated; states are float32 bytes back to back; successes one "0"/"1" per record).
 # Returns {stored, entries in the stream}.
@@ -30,18 +30,19 @@ local function split(text)
   for field in string.gmatch(text .. ',', '([^,]*),') do out[#out + 1] = field end
   return out
 end
-local count, width = tonumber(ARGV[3]), tonumber(ARGV[4])
+local count, widths = tonumber(ARGV[3]), split(ARGV[4])
 local ids, actions, rewards = split(ARGV[5]), split(ARGV[7]), split(ARGV[8])
 local latencies, arms, buckets = split(ARGV[10]), split(ARGV[12]), split(ARGV[13])
 local states, nexts, oks = ARGV[6], ARGV[9], ARGV[11]
-local stored = 0
+local stored, from = 0, 1
 for i = 1, count do
+  local width = tonumber(widths[i])
   local fresh = true
   if ids[i] ~= '' then
     fresh = redis.call('SET', KEYS[2] .. ids[i], '1', 'NX', 'EX', ARGV[2])
   end
   if fresh then
-    local from, ok = (i - 1) * width + 1, string.sub(oks, i, i)
+    local ok = string.sub(oks, i, i)
     redis.call('XADD', KEYS[1], '*', 'id', ids[i], 's', string.sub(states, from, from + width - 1),
       'a', actions[i], 'r', rewards[i], 'n', string.sub(nexts, from, from + width - 1),
       'l', latencies[i], 'ok', ok)
@@ -58,6 +59,7 @@ for i = 1, count do
       redis.call('HINCRBY', key, 'b' .. buckets[i], 1)
     end
   end
+  from = from + width
 end
 if stored > 0 then
   redis.call('XTRIM', KEYS[1], 'MAXLEN', ARGV[1])
@@ -79,17 +81,14 @@ class RedisReplayStore(ReplayStore):
     def add_and_size(self, records: list[ExperienceRecord]) -> tuple[int, int]:
         if not records:
             return 0, self.size()
-        states = np.asarray([r.state for r in records], dtype=np.float32).reshape(len(records), -1)
-        nexts = np.asarray([r.next_state for r in records], dtype=np.float32).reshape(len(records), -1)
-        if states.shape[1] != self.state_dim or nexts.shape[1] != self.state_dim:
-            raise ValueError(f"states must have {self.state_dim} values")
+        states, nexts, widths = _packed(records)
         args = [
-            self.capacity, ID_TTL_SECONDS, len(records), 4 * self.state_dim,
+            self.capacity, ID_TTL_SECONDS, len(records), widths,
             ",".join(r.experience_id or "" for r in records),
-            states.tobytes(),
+            states,
             ",".join(str(int(r.action)) for r in records),
             ",".join(repr(float(r.reward)) for r in records),
-            nexts.tobytes(),
+            nexts,
             ",".join(repr(float(r.latency_ms)) for r in records),
             "".join("1" if r.success else "0" for r in records),
             ",".join(r.arm or "" for r in records),
@@ -109,14 +108,11 @@ class RedisReplayStore(ReplayStore):
         entries = self._call(get_redis().xrange, STREAM_KEY, start, "+", limit)
         if not entries:
             return self._arrays([], [], [], []), cursor
-        dim = self.state_dim
-        states = np.frombuffer(b"".join(f[b"s"] for _, f in entries), dtype=np.float32).reshape(-1, dim)
-        nexts = np.frombuffer(b"".join(f[b"n"] for _, f in entries), dtype=np.float32).reshape(-1, dim)
         arrays = TransitionArrays(
-            states=states.copy(),
+            states=_unpacked([f[b"s"] for _, f in entries]),
             actions=np.array([int(f[b"a"]) for _, f in entries], dtype=np.int64),
             rewards=np.array([float(f[b"r"]) for _, f in entries], dtype=np.float32),
-            next_states=nexts.copy(),
+            next_states=_unpacked([f[b"n"] for _, f in entries]),
         )
         return arrays, entries[-1][0].decode()
 
@@ -169,3 +165,26 @@ class RedisReplayStore(ReplayStore):
             return method(*args)
         except redis.RedisError as exc:
             raise StoreUnavailable(f"Redis replay store unavailable: {exc}") from exc
+
+
+def _packed(records: list[ExperienceRecord]) -> tuple[bytes, bytes, str]:
+    """States and next states as float32 bytes back to back, and each record's byte width. States
+    of one width (one network, one cluster size) go through NumPy at once."""
+    widths = {len(r.state) for r in records} | {len(r.next_state) for r in records}
+    if len(widths) == 1:
+        states = np.asarray([r.state for r in records], dtype=np.float32).tobytes()
+        nexts = np.asarray([r.next_state for r in records], dtype=np.float32).tobytes()
+        return states, nexts, ",".join([str(4 * widths.pop())] * len(records))
+    for r in records:
+        if len(r.state) != len(r.next_state):
+            raise ValueError("a state and its next state must have the same length")
+    states = b"".join(np.asarray(r.state, dtype=np.float32).tobytes() for r in records)
+    nexts = b"".join(np.asarray(r.next_state, dtype=np.float32).tobytes() for r in records)
+    return states, nexts, ",".join(str(4 * len(r.state)) for r in records)
+
+
+def _unpacked(blobs: list[bytes]) -> np.ndarray | list[np.ndarray]:
+    """(B, width) when every state has one width, else one array per state."""
+    if len({len(b) for b in blobs}) == 1:
+        return np.frombuffer(b"".join(blobs), dtype=np.float32).reshape(len(blobs), -1).copy()
+    return [np.frombuffer(b, dtype=np.float32).copy() for b in blobs]

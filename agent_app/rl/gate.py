@@ -5,8 +5,8 @@ The evidence is an online A/B test on randomly assigned requests: while unproven
 a `trial_fraction` of requests; once it leads, the heuristic keeps a `holdout_fraction`. Each arm's
 reward totals (count, sum, sum of squares) come from the outcomes recorded for its decisions. The
 model takes over when its mean reward beats the heuristic's by `z` standard errors of the
-difference, and gives control back when it falls behind by as much: the gap between the two
-thresholds is the hysteresis that keeps it from flapping.
+difference, and gives control back when it falls behind by `z_back` (3) of them: the gap between
+the two thresholds is the hysteresis that keeps it from flapping.
 """
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ class GateConfig:
     trial_fraction: float = 0.1  # requests the model routes while it is unproven
     holdout_fraction: float = 0.05  # requests the heuristic keeps routing once the model leads
     min_samples: int = 200  # per arm before any verdict
-    z: float = 2.0  # standard errors the difference must exceed to switch either way
+    z: float = 2.0  # standard errors the model's lead must exceed to take over
+    # ... and its deficit to hand back: stricter, so noise between equal arms does not flap it.
+    z_back: float = 3.0
     # Exploration picks among replicas within this much reward of the best Q (docs/design.md).
     exploration_margin: float = 0.5
 
@@ -35,8 +37,10 @@ class GateConfig:
                 raise ValueError(f"{name} must be in [0, 1], got {value!r}")
         if self.min_samples < 1:
             raise ValueError(f"min_samples must be >= 1, got {self.min_samples!r}")
-        if not (self.z >= 0 and math.isfinite(self.z)):
-            raise ValueError(f"z must be a finite number >= 0, got {self.z!r}")
+        for name in ("z", "z_back"):
+            value = getattr(self, name)
+            if not (value >= 0 and math.isfinite(value)):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
         if not (self.exploration_margin >= 0 and math.isfinite(self.exploration_margin)):
             raise ValueError(f"exploration_margin must be a finite number >= 0, got "
                              f"{self.exploration_margin!r}")
@@ -74,7 +78,8 @@ class Verdict:
     reason: str
 
     def to_dict(self) -> dict:
-        return {"routes": self.leader, "model_lead": round(self.lead, 6), "stderr": round(self.stderr, 6),
+        stderr = round(self.stderr, 6) if math.isfinite(self.stderr) else None  # None: too few outcomes
+        return {"routes": self.leader, "model_lead": round(self.lead, 6), "stderr": stderr,
                 "reason": self.reason}
 
 
@@ -86,13 +91,12 @@ def decide(model: ArmTotals, heuristic: ArmTotals, current: str, config: GateCon
                        f"{model.count} model and {heuristic.count} heuristic outcomes; "
                        f"{config.min_samples} of each are needed")
     stderr = math.sqrt(model.variance / model.count + heuristic.variance / heuristic.count)
-    margin = config.z * stderr
-    if current == HEURISTIC and lead > margin:
+    if current == HEURISTIC and lead > config.z * stderr:
         return Verdict(MODEL, lead, stderr, "the model's mean reward is better by more than "
                                             f"{config.z:g} standard errors")
-    if current == MODEL and lead < -margin:
+    if current == MODEL and lead < -config.z_back * stderr:
         return Verdict(HEURISTIC, lead, stderr, "the model's mean reward is worse by more than "
-                                                f"{config.z:g} standard errors")
+                                                f"{config.z_back:g} standard errors")
     return Verdict(current, lead, stderr, "no significant change")
 
 

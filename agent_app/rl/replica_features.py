@@ -48,6 +48,24 @@ class ReplicaFeatures:
         return row
 
 
+def encode_rows(loads: Sequence[float], signals: dict[str, Sequence[float | None]]) -> np.ndarray:
+    """`ReplicaFeatures.encode` for a whole cluster at once, (n, REPLICA_DIM) float32: the loads, then
+    each optional signal's values by replica (None where unknown); a signal not in `signals` is
+    unknown for every replica. Vectorised for the service's hot path."""
+    n = len(loads)
+    rows = np.zeros((n, REPLICA_DIM), dtype=np.float32)
+    rows[:, 0] = np.clip(np.asarray(loads, dtype=np.float32) / _LOAD_SCALE, -_CLIP, _CLIP)
+    for k, name in enumerate(OPTIONAL_REPLICA):
+        values = signals.get(name)
+        if values is None:
+            continue
+        column = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+        known = np.isfinite(column)
+        rows[:, 1 + 2 * k] = np.clip(np.where(known, column, 0.0) / _REPLICA_SCALES[name], -_CLIP, _CLIP)
+        rows[:, 2 + 2 * k] = known
+    return rows
+
+
 def observation_dim(max_replicas: int) -> int:
     """Length of the flat observation: padded replica rows, their mask, then the context."""
     return max_replicas * (REPLICA_DIM + 1) + CONTEXT_DIM

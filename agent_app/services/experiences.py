@@ -11,7 +11,17 @@ from django.conf import settings
 
 from agent_app.metrics import count_recorded
 from agent_app.replay import ExperienceRecord, get_replay_store
-from agent_app.rl.reward import compute_rewards
+from agent_app.replica_outcomes import Outcome
+from agent_app.rl.replica_features import (
+    LEARNED_REPLICA,
+    compact_observation,
+    compact_with_loads,
+    encode_context,
+    encode_rows,
+    is_compact,
+)
+from agent_app.rl.reward import RewardConfig, compute_rewards
+from agent_app.rl.state import next_state_after, normalize_one
 from agent_app.serving import policy_cache
 
 
@@ -24,30 +34,67 @@ class RecordOutcome:
 
 
 def build_records(items: Sequence[dict[str, Any]]) -> list[ExperienceRecord]:
-    """Validated experiences (state and action resolved) -> what the store keeps, vectorised.
+    """Validated experiences (state and action resolved) -> what the store keeps.
 
-    next_state is the client's when sent; otherwise the decision's state with the loads the
-    client reported after the request (the RL core's `next_state_after`, for the whole batch).
+    The state kept is the configured network's input: the raw N + 7 state for the fixed network, a
+    compact per-replica observation for the per-replica one (a state-and-action report is turned
+    into one here, with what the service knows of each replica now). next_state is the client's when
+    sent; otherwise the same state with the loads the client reported after the request.
     """
-    n = settings.NUM_REPLICAS
-    states = np.array([item["state"] for item in items], dtype=np.float64)
-    loads_after = np.array([item["replica_loads"] for item in items], dtype=np.float64)
-    latency = np.array([item["latency_ms"] for item in items], dtype=np.float64)
-    success = np.array([item["success"] for item in items], dtype=bool)
-    rewards = compute_rewards(latency, success, loads_after, policy_cache.snapshot.reward_config).tolist()
-    next_states = states.copy()
-    next_states[:, :n] = loads_after
-    for row, item in enumerate(items):
-        if item.get("next_state") is not None:
-            next_states[row] = item["next_state"]
-    return [
-        ExperienceRecord(
-            state=item["state"], action=item["action"], reward=reward, next_state=next_state,
+    rewards = _rewards(items, policy_cache.snapshot.reward_config)
+    per_replica = settings.RL_NETWORK == "per_replica"
+    records = []
+    for item, reward in zip(items, rewards, strict=True):
+        state, loads = item["state"], item["replica_loads"]
+        if is_compact(state):
+            next_state = compact_with_loads(state, loads)
+        elif per_replica:
+            state = _as_observation(state)
+            next_state = _as_observation(item["next_state"]) if item.get("next_state") is not None \
+                else compact_with_loads(state, loads)
+        else:
+            next_state = item.get("next_state") or next_state_after(state, loads)
+        records.append(ExperienceRecord(
+            state=state, action=item["action"], reward=reward, next_state=next_state,
             latency_ms=item["latency_ms"], success=item["success"], experience_id=item.get("experience_id"),
             arm=item.get("arm"),
-        )
-        for item, reward, next_state in zip(items, rewards, next_states.tolist(), strict=True)
-    ]
+        ))
+    return records
+
+
+def _rewards(items: Sequence[dict[str, Any]], config: RewardConfig) -> list[float]:
+    """Rewards of the whole batch in one NumPy pass per cluster size."""
+    rewards = [0.0] * len(items)
+    by_size: dict[int, list[int]] = {}
+    for row, item in enumerate(items):
+        by_size.setdefault(len(item["replica_loads"]), []).append(row)
+    for rows in by_size.values():
+        tokens = [items[row].get("output_tokens") for row in rows]
+        values = compute_rewards(
+            np.array([items[row]["latency_ms"] for row in rows], dtype=np.float64),
+            np.array([items[row]["success"] for row in rows], dtype=bool),
+            np.array([items[row]["replica_loads"] for row in rows], dtype=np.float64), config,
+            output_tokens=None if None in tokens else tokens,
+        ).tolist()
+        for row, value in zip(rows, values, strict=True):
+            rewards[row] = value
+    return rewards
+
+
+def _as_observation(state: Sequence[float]) -> list[float]:
+    """A raw N + 7 state over REPLICA_NAMES as the per-replica network's observation."""
+    snap, names = policy_cache.snapshot, settings.REPLICA_NAMES
+    learned = [snap.replica_stats.get(name, {}) for name in names]
+    rows = encode_rows(state[: len(names)], {key: [s.get(key) for s in learned] for key in LEARNED_REPLICA})
+    extras = normalize_one(list(state), len(names))[len(names):]
+    return compact_observation(rows, encode_context(extras))
+
+
+def _outcomes(items: Sequence[dict[str, Any]], rewards: Sequence[float]) -> list[Outcome]:
+    return [Outcome(replica=item["replica"], arm=item.get("routed_by", ""), success=item["success"],
+                    latency_ms=item["latency_ms"], reward=reward, ttft_ms=item.get("ttft_ms"),
+                    prompt_tokens=item.get("prompt_tokens"), output_tokens=item.get("output_tokens"))
+            for item, reward in zip(items, rewards, strict=True)]
 
 
 def record_experiences(*, items: Sequence[dict[str, Any]]) -> RecordOutcome:
@@ -56,5 +103,7 @@ def record_experiences(*, items: Sequence[dict[str, Any]]) -> RecordOutcome:
     records = build_records(items)
     stored, size = get_replay_store().add_and_size(records)
     count_recorded(stored)
+    # What the model sees of each replica and the gate's evidence (shared at the next refresh).
+    policy_cache.outcomes.add(_outcomes(items, [r.reward for r in records]))
     return RecordOutcome(stored=stored, duplicates=len(records) - stored, rewards=[r.reward for r in records],
                          buffer_size=size)

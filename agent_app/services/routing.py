@@ -1,6 +1,8 @@
 """The hot path: choose a replica with one NumPy forward pass of the published weights.
 
 No database query, no lock, no import: everything comes from the process's serving snapshot.
+A cluster arrives as the original body (positional `replica_loads`, NUM_REPLICAS replicas named by
+REPLICA_NAMES) or as named `replicas` with optional signals and request features.
 """
 
 from __future__ import annotations
@@ -9,55 +11,114 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 from django.conf import settings
 
 from agent_app.decisions import encode_decision
+from agent_app.rl.gate import HEURISTIC, MODEL, assign_arm, bounded_explore
 from agent_app.rl.policy import least_loaded, softmax_confidence
+from agent_app.rl.replica_features import (
+    LEARNED_REPLICA,
+    compact_observation,
+    encode_context,
+    encode_rows,
+)
 from agent_app.rl.state import build_state, normalize_one, time_of_day_now
-from agent_app.serving import policy_cache
+from agent_app.serving import ServingSnapshot, policy_cache
 
 _rng = random.Random()
+REPORTED_SIGNALS = ("running", "waiting", "kv_cache_usage")
 
 
 def select_replica(
     *,
-    replica_loads: Sequence[float],
     queue_depth: float,
     recent_latency_ms: float,
     current_rps: float,
     success_rate: float,
+    replica_loads: Sequence[float] | None = None,
+    replicas: Sequence[dict] | None = None,
+    request: dict | None = None,
 ) -> dict[str, Any]:
     policy_cache.ensure_started()
     snap = policy_cache.snapshot
-    n = settings.NUM_REPLICAS
+    named = replicas is not None
+    names = [r["name"] for r in replicas] if named else settings.REPLICA_NAMES
+    loads = [r["load"] for r in replicas] if named else replica_loads
+    n, request = len(loads), request or {}
     state = build_state(
-        replica_loads, queue_depth, recent_latency_ms, current_rps, success_rate,
+        loads, queue_depth, recent_latency_ms, current_rps, success_rate,
         memory=snap.memory, cpu=snap.cpu, time_of_day=time_of_day_now(),
     )
-    explore = snap.exploration and _rng.random() < snap.epsilon
-    fallback_reason = snap.fallback_reason
+    # What the replay learns from: the configured network's view of this decision.
+    if settings.RL_NETWORK == "mlp":
+        observation, rows, context = state, None, None
+    else:
+        rows, context = _observation(state, names, replicas, request, snap)
+        observation = compact_observation(rows, context)
+    reason = snap.fallback_reason or _unservable(snap, n)
+    q_values = None
+    if reason is None and snap.network is not None:  # its kind is RL_NETWORK's (serving.py)
+        net = snap.network
+        q = net.q_values(normalize_one(state, n)) if rows is None else net.score(rows, context)
+        q_values = q.tolist()  # Python floats from here
+
+    arm = HEURISTIC
+    if q_values is not None:
+        arm = assign_arm(snap.router, snap.gate, _rng) if settings.RL_ROUTING_GATE else MODEL
+    explore = arm == MODEL or not settings.RL_ROUTING_GATE  # without the gate, as the specification has it
+    explore = explore and snap.exploration and _rng.random() < snap.epsilon
     if explore:
-        action, policy = _rng.randrange(n), "explore"
-    elif fallback_reason is None and snap.network is not None:
-        action, policy = None, "dqn"
+        near = q_values is not None and settings.RL_ROUTING_GATE
+        action = bounded_explore(q_values, snap.gate.exploration_margin, _rng) if near else _rng.randrange(n)
+        policy = "explore"
+    elif arm == MODEL:
+        action, policy = q_values.index(max(q_values)), "dqn"  # the first best, as np.argmax
     else:
-        action, policy = least_loaded(replica_loads), "least_loaded"
-    if snap.network is not None:
-        q_values = snap.network.q_values(normalize_one(state, n)).tolist()  # Python floats from here
-        if action is None:
-            action = q_values.index(max(q_values))  # the first best, as np.argmax
-        confidence = softmax_confidence(q_values, action)
-    else:
-        confidence = 1.0 / n  # no model: no preference to report
-    policy_cache.selections[(action, policy)] += 1  # /stats and /metrics counters, flushed off this path
+        action, policy = least_loaded(loads), "least_loaded"
+        reason = reason or (snap.gate_reason if snap.router == HEURISTIC else snap.holdout_reason)
+    confidence = softmax_confidence(q_values, action) if q_values is not None else 1.0 / n
+    # /stats and /metrics counters, flushed off this path.
+    policy_cache.selections[(names[action] if named else action, policy)] += 1
     return {
         "replica_idx": action,
-        "replica_name": settings.REPLICA_NAMES[action],
+        "replica_name": names[action],
         "confidence": round(confidence, 6),
         "exploration": explore,
         "policy": policy,
-        "fallback_reason": None if policy != "least_loaded" else fallback_reason,
+        "fallback_reason": reason if policy == "least_loaded" else None,
         "model_version": snap.model_version,
-        "decision_id": encode_decision(snap.model_version, action, state),
+        "decision_id": encode_decision(snap.model_version, action, observation,
+                                       arm=arm if settings.RL_ROUTING_GATE else "", replica=names[action],
+                                       prompt_tokens=request.get("prompt_tokens")),
         "state": state,
     }
+
+
+def _unservable(snap: ServingSnapshot, n: int) -> str | None:
+    """Why the published network cannot score a cluster of n replicas, if it cannot."""
+    if snap.network is None:
+        return None
+    if snap.network_kind == "mlp" and n != snap.network.n_actions:
+        return f"model v{snap.model_version} scores {snap.network.n_actions} replicas; this cluster has {n}"
+    if snap.network_kind == "per_replica" and n > settings.MAX_REPLICAS:
+        return f"the cluster has {n} replicas, more than MAX_REPLICAS={settings.MAX_REPLICAS}"
+    return None
+
+
+def _observation(state: list[float], names: Sequence[str], replicas: Sequence[dict] | None,
+                 request: dict, snap: ServingSnapshot) -> tuple[np.ndarray, list[float]]:
+    """The per-replica network's input: a row per replica (reported signals and learned statistics)
+    and the context (the specification's cluster features and the request's token counts)."""
+    n = len(names)
+    learned = [snap.replica_stats.get(name, {}) for name in names]
+    signals: dict[str, list[float | None]] = {key: [s.get(key) for s in learned] for key in LEARNED_REPLICA}
+    if replicas is not None:
+        for key in REPORTED_SIGNALS:
+            if any(key in r for r in replicas):
+                signals[key] = [r.get(key) for r in replicas]
+    rows = encode_rows(state[:n], signals)
+    extras = normalize_one(state, n)[n:]
+    context = encode_context(extras, request.get("prompt_tokens"), request.get("max_tokens"))
+    return rows, context
+

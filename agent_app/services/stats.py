@@ -58,7 +58,35 @@ def agent_stats() -> dict[str, Any]:
         "last_loss": state.last_loss,
         "target_syncs": state.target_syncs,
         "ab": ab,
+        "routing": routing_summary(),
+        "replicas": replica_summary(),
     }
+
+
+def routing_summary() -> dict[str, Any]:
+    """Who routes and why: the gate's state, each arm's evidence and the network in use."""
+    snap = policy_cache.snapshot
+    arms = {name: {"outcomes": totals.count, "mean_reward": round(totals.mean, 6)}
+            for name, totals in sorted(snap.arms.items())}
+    return {
+        "network": settings.RL_NETWORK,
+        "gate": settings.RL_ROUTING_GATE,
+        "routes": snap.router if settings.RL_ROUTING_GATE else "model",
+        "evidence": snap.verdict.to_dict() if snap.verdict else None,
+        "arms": arms,
+        "trial_fraction": snap.gate.trial_fraction,
+        "holdout_fraction": snap.gate.holdout_fraction,
+    }
+
+
+def replica_summary() -> dict[str, dict[str, float]]:
+    """Per replica name: its share of the recent outcomes and what the service learned of it (the
+    features the per-replica network sees), weighted towards the last REPLICA_STATS_HALF_LIFE_SECONDS."""
+    stats = policy_cache.snapshot.replica_stats
+    total = sum(s.get("requests", 0.0) for s in stats.values()) or 1.0
+    return {name: {"share": round(s.get("requests", 0.0) / total, 4),
+                   **{key: round(value, 4) for key, value in s.items()}}
+            for name, s in sorted(stats.items())}
 
 
 def readiness() -> dict[str, Any]:

@@ -10,6 +10,7 @@ import math
 import time
 from typing import Any
 
+import numpy as np
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
@@ -17,10 +18,13 @@ from django.utils import timezone
 from agent_app.metrics import training_run
 from agent_app.models import AgentConfig, AgentState, Checkpoint
 from agent_app.replay import get_replay_store
+from agent_app.replay.base import TransitionArrays
 from agent_app.rl.agent import DQNAgent
-from agent_app.rl.config import DQNConfig, routing_config
+from agent_app.rl.checkpoint import CheckpointError
+from agent_app.rl.config import DQNConfig, per_replica_config, routing_config
 from agent_app.rl.network import weights_to_bytes
-from agent_app.rl.state import normalize_state
+from agent_app.rl.replica_features import compact_size, is_compact, pad_compact
+from agent_app.rl.state import normalize_state, state_dim
 from agent_app.services import checkpoints
 from agent_app.services.lease import LeaseHeld, LeaseLost, training_lease
 from agent_app.services.refusals import (  # noqa: F401  (TrainingRefused: what callers here catch)
@@ -49,6 +53,8 @@ def current_config(*, batch_size: int | None = None) -> DQNConfig:
     if admin.discount is not None:
         overrides["gamma"] = admin.discount
     overrides["batch_size"] = min(overrides["batch_size"], settings.REPLAY_CAPACITY)
+    if settings.RL_NETWORK == "per_replica":
+        return per_replica_config(settings.MAX_REPLICAS, **overrides)
     return routing_config(settings.NUM_REPLICAS, **overrides)
 
 
@@ -64,7 +70,7 @@ class LocalTrainer:
         """Continue from the published state (another process may have trained since)."""
         if self.agent is None or state.model_version != self.version:
             agent = self._restore(state, config)
-            if self.agent is not None:
+            if self.agent is not None and self.agent.config.state_dim == config.state_dim:
                 agent.buffer = self.agent.buffer  # the mirror stays valid: same shared store
             self.agent, self.version = agent, state.model_version
         elif self.agent.config != config:
@@ -73,7 +79,12 @@ class LocalTrainer:
 
     def _restore(self, state: AgentState, config: DQNConfig) -> DQNAgent:
         if state.trainer_state:
-            agent = checkpoints.agent_from_bytes(bytes(state.trainer_state), config)
+            try:
+                agent = checkpoints.agent_from_bytes(bytes(state.trainer_state), config)
+            except CheckpointError as exc:  # e.g. RL_NETWORK changed: a new network starts
+                log.warning("the published model does not fit the configured network (%s); a new one trains",
+                            exc)
+                return DQNAgent(config)
         else:
             found = checkpoints.load_newest_checkpoint(config)
             agent = found[0] if found else DQNAgent(config)
@@ -95,12 +106,33 @@ class LocalTrainer:
             if not len(arrays):
                 return pulled
             pulled += len(arrays)
-            n = settings.NUM_REPLICAS
-            self.agent.buffer.add_batch(
-                normalize_state(arrays.states, n), arrays.actions, arrays.rewards,
-                normalize_state(arrays.next_states, n),
-            )
+            batch = network_inputs(arrays)
+            if batch is not None:
+                self.agent.buffer.add_batch(*batch)
             self.cursor = cursor
+
+
+def network_inputs(arrays: TransitionArrays) -> tuple[np.ndarray, ...] | None:
+    """(states, actions, rewards, next states) of the pulled experiences the configured network
+    reads, in its input layout; others (stored for another network or cluster size) are skipped."""
+    states, nexts = arrays.states, arrays.next_states
+    if settings.RL_NETWORK == "per_replica":
+        keep = [i for i, s in enumerate(states)
+                if is_compact(s) and -s[0] <= settings.MAX_REPLICAS and len(s) == compact_size(int(-s[0]))]
+        def layout(rows):
+            return pad_compact(rows, settings.MAX_REPLICAS)
+    else:
+        n = settings.NUM_REPLICAS
+        keep = [i for i, s in enumerate(states) if len(s) == state_dim(n) and s[0] >= 0]
+        def layout(rows):
+            return normalize_state(np.asarray(rows, dtype=np.float32), n)
+    if len(keep) < len(states):
+        log.info("%d of %d experiences are for another network or cluster size; skipped",
+                 len(states) - len(keep), len(states))
+    if not keep:
+        return None
+    return (layout([states[i] for i in keep]), arrays.actions[keep], arrays.rewards[keep],
+            layout([nexts[i] for i in keep]))
 
 
 _trainer = LocalTrainer()

@@ -40,7 +40,7 @@ def test_a_dqn_decision_answers_every_documented_field(client, fill):
     assert body["replica_idx"] == int(np.argmax(q_values))
     assert body["replica_name"] == f"replica-{body['replica_idx'] + 1}"
     assert body["confidence"] == pytest.approx(softmax_confidence(q_values, body["replica_idx"]), abs=1e-5)
-    decision = decode_decision(body["decision_id"], 10)
+    decision = decode_decision(body["decision_id"])
     assert (decision.model_version, decision.action) == (body["model_version"], body["replica_idx"])
     assert decision.state == pytest.approx(body["state"], rel=1e-6)
 

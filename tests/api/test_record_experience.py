@@ -16,7 +16,8 @@ def record(client, body, expected=201):
     return response.json()
 
 
-def test_the_specification_body_is_stored_with_its_reward(client, store):
+def test_the_specification_body_is_stored_with_its_reward(client, store, settings):
+    settings.REWARD_LATENCY_MODE = "linear"  # the original specification's reward
     body = record(client, SEED_EXPERIENCE)
     loads = np.array([5, 4, 7]) / 100.0
     expected = 1.0 - 265.3 / 1000.0 - 0.1 * loads.var()
@@ -27,6 +28,14 @@ def test_the_specification_body_is_stored_with_its_reward(client, store):
     assert row["state"] == pytest.approx(SEED_EXPERIENCE["state"], rel=1e-6)
     # next_state: the decision's state with the loads reported after the request.
     assert row["next_state"] == pytest.approx([5, 4, 7] + SEED_EXPERIENCE["state"][3:], rel=1e-6)
+
+
+def test_the_default_reward_keeps_its_signal_for_minute_long_requests(client):
+    rewards = [record(client, {**SEED_EXPERIENCE, "latency_ms": ms})["rewards"][0]
+               for ms in (300, 20_000, 60_000)]
+    assert rewards[0] > rewards[1] > rewards[2] > -10.0  # linear clips all of 11 s and more at -10
+    balance = 0.1 * (np.array([5, 4, 7]) / 100).var()
+    assert rewards[0] == pytest.approx(1.0 - np.log1p(0.3) - balance, abs=1e-6)
 
 
 def test_failed_request_costs_the_failure_penalty(client):

@@ -102,7 +102,7 @@ def _real_decision_ids(context, case, kwargs):
                 raw_tokens_sent.add(item["decision_id"])
                 continue
             try:
-                decode_decision(item["decision_id"], dim)
+                decode_decision(item["decision_id"])
             except InvalidDecision:
                 item["decision_id"] = encode_decision(0, 0, [0.5] * dim)
 

@@ -32,7 +32,7 @@ def test_answers_the_specification_fields_and_what_a_gateway_needs(client):
     assert body["policy"] in {"dqn", "explore", "least_loaded"}
     assert len(body["state"]) == 10
     assert body["state"][:7] == [5, 3, 7, 12, 0.2805, 8.2, 0.98]
-    decision = decode_decision(body["decision_id"], 10)
+    decision = decode_decision(body["decision_id"])
     assert decision.action == body["replica_idx"]
     assert decision.state == pytest.approx(body["state"], rel=1e-6)
 

@@ -20,6 +20,7 @@ from agent_app.rl.replica_features import (
     compact_with_loads,
     encode_context,
     encode_observation,
+    encode_rows,
     is_compact,
     pad_compact,
     replicas_from_body,
@@ -203,3 +204,12 @@ def test_compact_observations_pad_to_the_flat_layout_and_score_alike() -> None:
     assert pad_compact([moved], MAX)[0][0] == pytest.approx(0.5)
     with pytest.raises(ValueError, match="2 loads for 5 replicas"):
         compact_with_loads(compact, [1, 2])
+
+
+def test_rows_of_a_whole_cluster_encode_as_each_replica_alone() -> None:
+    rng = np.random.default_rng(5)
+    replicas = _replicas(rng, 6) + [ReplicaFeatures(load=1e9, failure_rate=float("nan"), latency_ms=2e5)]
+    names = ("running", "waiting", "kv_cache_usage", "tpot_ms", "failure_rate", "latency_ms")
+    signals = {name: [getattr(r, name) for r in replicas] for name in names}
+    rows = encode_rows([r.load for r in replicas], signals)
+    np.testing.assert_allclose(rows, np.array([r.encode() for r in replicas], dtype=np.float32), rtol=1e-6)
