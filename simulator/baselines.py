@@ -14,9 +14,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from simulator.router_view import (
+    ReplicaIds,
     RouterPolicy,
     active_requests,
-    num_replicas,
     prefix_hashes,
     replica_names,
     request_of,
@@ -97,8 +97,9 @@ class LiteLLMLatencyPolicy(RouterPolicy):
         self.buffer = lowest_latency_buffer
         self.size = max_latency_list_size
         self.stream = stream
-        self.latency: dict[int, list[float]] = {}
+        self.latency: dict[int, list[float]] = {}  # by replica id (ReplicaIds), not position
         self.ttft: dict[int, list[float]] = {}
+        self.ids = ReplicaIds()
 
     def average(self, replica: int) -> float:
         lat = self.latency.get(replica)
@@ -108,7 +109,7 @@ class LiteLLMLatencyPolicy(RouterPolicy):
         return sum(values) / len(lat)  # LiteLLM divides by the latency list's length
 
     def choose(self, request_fields: dict, rng: np.random.Generator) -> int:
-        avg = [self.average(i) for i in range(num_replicas(request_fields))]
+        avg = [self.average(i) for i in self.ids.of(request_fields)]
         lowest = min(avg)
         near = [i for i, v in enumerate(avg) if v <= lowest + self.buffer * lowest]
         return near[int(rng.integers(len(near)))]
@@ -127,7 +128,9 @@ class LiteLLMLatencyPolicy(RouterPolicy):
         if tokens == 0:
             return  # LiteLLM's division fails and its handler drops the sample
         per = 1.0 / tokens if tokens else 1.0  # older callers: seconds, not per token
-        a = experience["action"]
+        a = self.ids.chosen(experience)
+        if a is None:
+            return
         self._record(self.latency, a, experience["latency_ms"] / 1000.0 * per)
         if self.stream and experience.get("ttft_ms") is not None:
             self._record(self.ttft, a, experience["ttft_ms"] / 1000.0 * per)
@@ -145,19 +148,20 @@ class LiteLLMLeastBusyPolicy(RouterPolicy):
     name = "litellm_least_busy"
 
     def __init__(self) -> None:
-        self.in_flight: list[int] = []
+        self.in_flight: list[int] = []  # by replica id (ReplicaIds), not position
+        self.ids = ReplicaIds()
 
     def choose(self, request_fields: dict, rng: np.random.Generator) -> int:
-        n = num_replicas(request_fields)
-        if len(self.in_flight) != n:
-            self.in_flight = [0] * n
-        choice = self.in_flight.index(min(self.in_flight))
-        self.in_flight[choice] += 1
+        ids = self.ids.of(request_fields)
+        self.in_flight += [0] * (len(self.ids) - len(self.in_flight))
+        counts = [self.in_flight[i] for i in ids]
+        choice = counts.index(min(counts))
+        self.in_flight[ids[choice]] += 1
         return choice
 
     def observe(self, experience: dict) -> None:
-        a = experience["action"]
-        if a < len(self.in_flight):
+        a = self.ids.chosen(experience)
+        if a is not None and a < len(self.in_flight):
             self.in_flight[a] -= 1
 
 
@@ -184,7 +188,7 @@ class SessionAffinityPolicy(RouterPolicy):
         self._names: list[str] = []
         self._ring: list[int] = []
         self._owners: list[int] = []
-        self._arrivals: list[deque[float]] = []
+        self._arrivals: dict[str, deque[float]] = {}  # by name: survives a membership change
 
     def _build(self, names: list[str]) -> None:
         points = sorted((_md5(f"{name}-{k}"), i) for i, name in enumerate(names)
@@ -192,7 +196,8 @@ class SessionAffinityPolicy(RouterPolicy):
         self._ring = [p for p, _ in points]
         self._owners = [i for _, i in points]
         self._names = names
-        self._arrivals = [deque() for _ in names]
+        for name in names:
+            self._arrivals.setdefault(name, deque())
 
     def session_key(self, request_fields: dict) -> str | None:
         session = request_of(request_fields).get("session_id")
@@ -207,7 +212,8 @@ class SessionAffinityPolicy(RouterPolicy):
 
     def _lowest_rate(self, now: float) -> int:
         rates = []
-        for i, seen in enumerate(self._arrivals):
+        for i, name in enumerate(self._names):
+            seen = self._arrivals[name]
             if not seen:
                 return i
             while seen and seen[0] < now - self.qps_window_s:
@@ -222,5 +228,5 @@ class SessionAffinityPolicy(RouterPolicy):
         key = self.session_key(request_fields)
         now = self.now()
         choice = self._lowest_rate(now) if key is None else self.replica_for(key)
-        self._arrivals[choice].append(now)
+        self._arrivals[names[choice]].append(now)
         return choice

@@ -12,11 +12,11 @@ import numpy as np
 from simulator.prefix_index import BlockLru, PrefixTree
 from simulator.router_view import (
     BLOCK_TOKENS,
+    ReplicaIds,
     RouterPolicy,
     active_requests,
     argmax_random,
     kv_cache_usage,
-    num_replicas,
     prefix_hashes,
     prompt_blocks,
     waiting_requests,
@@ -57,7 +57,8 @@ class CacheAwarePolicy(RouterPolicy):
         self.eviction_interval_s = eviction_interval_s
         self.max_tree_blocks = max_tree_blocks
         self.miss = miss
-        self.tree: PrefixTree | None = None
+        self.tree: PrefixTree | None = None  # tenants are replica ids (ReplicaIds), not positions
+        self.ids = ReplicaIds()
         self._last_eviction = 0.0
         self._unique = 0
 
@@ -76,9 +77,10 @@ class CacheAwarePolicy(RouterPolicy):
             self._last_eviction = now
 
     def choose(self, request_fields: dict, rng: np.random.Generator) -> int:
-        n = num_replicas(request_fields)
-        if self.tree is None or self.tree.num_tenants != n:
-            self.tree, self._last_eviction = PrefixTree(n), self.now()
+        ids = self.ids.of(request_fields)
+        if self.tree is None:
+            self.tree, self._last_eviction = PrefixTree(len(self.ids)), self.now()
+        self.tree.grow(len(self.ids))
         self._maybe_evict()
         loads = active_requests(request_fields)
         lo, hi = min(loads), max(loads)
@@ -88,13 +90,15 @@ class CacheAwarePolicy(RouterPolicy):
         else:
             matched, holders = self.tree.match(blocks)
             rate = matched / len(blocks) if blocks else 0.0
+            # A replica that left keeps its tree entries but is no longer a candidate.
+            holders = [ids.index(t) for t in holders if t in ids]
             if rate > self.cache_threshold and holders:
                 choice = holders[0]
             elif self.miss == "min_load":
                 choice = loads.index(lo)
             else:
-                choice = self.tree.smallest_tenant()
-        self.tree.insert(blocks, choice)
+                choice = ids.index(self.tree.smallest_tenant(ids))
+        self.tree.insert(blocks, ids[choice])
         return choice
 
 
@@ -121,18 +125,19 @@ class LlmdScorerPolicy(RouterPolicy):
                  lru_capacity_tokens: int = 31_250 * 16) -> None:
         self.weights = (queue_weight, kv_cache_weight, prefix_weight)
         self.max_blocks = max(1, max_prefix_tokens // BLOCK_TOKENS)
-        self.index = BlockLru(max(1, lru_capacity_tokens // BLOCK_TOKENS))
+        self.index = BlockLru(max(1, lru_capacity_tokens // BLOCK_TOKENS))  # by replica id
+        self.ids = ReplicaIds()
 
     def scores(self, request_fields: dict) -> list[tuple[float, float, float]]:
         """(queue, kv_cache, prefix) per replica, before weighting."""
-        n = num_replicas(request_fields)
+        ids = self.ids.of(request_fields)
         waiting = waiting_requests(request_fields)
         lo, hi = min(waiting), max(waiting)
         queue = [1.0 if hi == lo else (hi - w) / (hi - lo) for w in waiting]
         kv = [1.0 - u for u in kv_cache_usage(request_fields)]
         blocks = (prefix_hashes(request_fields) or [])[: self.max_blocks]
         hits = self.index.match(blocks)
-        prefix = [hits.get(i, 0) / len(blocks) if blocks else 0.0 for i in range(n)]
+        prefix = [hits.get(i, 0) / len(blocks) if blocks else 0.0 for i in ids]
         return list(zip(queue, kv, prefix, strict=True))
 
     def choose(self, request_fields: dict, rng: np.random.Generator) -> int:
@@ -140,5 +145,5 @@ class LlmdScorerPolicy(RouterPolicy):
                  for parts in self.scores(request_fields)]
         choice = argmax_random(total, rng)
         blocks = (prefix_hashes(request_fields) or [])[: self.max_blocks]
-        self.index.add(blocks, choice)
+        self.index.add(blocks, self.ids.of(request_fields)[choice])
         return choice

@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=3, help="number of paired seeds")
     p.add_argument("--seed-base", type=int, default=0, help="first seed")
     p.add_argument("--out", type=Path, default=None, help="folder for JSON, table and PNGs")
+    p.add_argument("--train-scenario", default=None,
+                   help="train learners on this scenario, evaluate on --scenario (e.g. "
+                        "hetero_4 then hetero_8: a model trained on 4 replicas serving 8)")
     p.add_argument("--dqn-train-requests", type=int, default=10_000,
                    help="online training budget of the DQN before evaluation")
     p.add_argument("--dqn-config", default="{}",
@@ -74,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="base DQN overrides: the tuned ones, or the core's defaults alone")
     p.add_argument("--dqn-cadence", default="16x8",
                    help="train every K experiences with S gradient steps, as KxS")
+    p.add_argument("--dqn-gate", default="{}",
+                   help="JSON: the cold-start gate's options (GateConfig fields, 'window', "
+                        "'decide_every'); '{\"enabled\": false}' turns it off")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--quiet", action="store_true", help="no progress line")
     return p
@@ -101,13 +107,22 @@ def main(argv: Sequence[str] | None = None, factories: dict | None = None,
             "train_every": every,
             "steps_per_train": steps,
         }
+        gate = json.loads(args.dqn_gate)
+        if gate:
+            dqn_kwargs["gate"] = gate
         _one_torch_thread()
     seeds = list(range(args.seed_base, args.seed_base + args.seeds))
     print(f"scenarios={','.join(sc.name for sc in scenarios)} policies={','.join(policies)} "
           f"requests={args.requests or 'default'} seeds={seeds}", file=sys.stderr)
     started = time.perf_counter()
+    if args.train_scenario:
+        try:
+            get_scenario(args.train_scenario)
+        except KeyError as exc:
+            raise SystemExit(f"unknown --train-scenario: {exc}") from None
     bench = benchmark(scenarios, policies, args.requests, seeds,
-                      show_progress=not args.quiet, dqn_kwargs=dqn_kwargs, factories=factories)
+                      show_progress=not args.quiet, dqn_kwargs=dqn_kwargs, factories=factories,
+                      train_scenario=args.train_scenario)
     table = format_table(bench.results)
     print(table)
     print(f"simulated in {time.perf_counter() - started:.0f} s", file=sys.stderr)

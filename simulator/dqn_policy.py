@@ -23,6 +23,7 @@ from agent_app.rl.replica_features import (
 )
 from agent_app.rl.reward import RewardConfig, compute_reward
 from agent_app.rl.state import StateScales, next_state_after, normalize_state
+from simulator.dqn_gate import HEURISTIC, RoutingGate
 
 MODES = ("train", "online", "eval")
 # Measured on the simulator (docs in the report): a 256-sample batch averages out the
@@ -38,6 +39,10 @@ class DQNPolicy:
     and frozen. ``train_every`` experiences trigger ``steps_per_train`` gradient steps (the
     service's beat period and ``iterations``, scaled to the simulated request rate): the
     default 8 steps every 16 experiences is 0.5 gradient steps per routed request.
+
+    ``gate`` (the per-replica network's default; a dict sets its options, ``dqn_gate``):
+    least-loaded routes until the model's rewards are significantly better on the requests it
+    was given, as the service's cold-start gate does; every decision, either arm's, trains it.
     """
 
     name = "dqn"
@@ -46,7 +51,7 @@ class DQNPolicy:
                  config_overrides: dict | None = None, reward_overrides: dict | None = None,
                  state_overrides: dict | None = None, train_every: int = 16,
                  steps_per_train: int = 8, keep_learning: bool | None = None,
-                 preset: str = "recommended",
+                 preset: str = "recommended", gate: bool | dict | None = None,
                  curve_every: int = 250, curve_window: int = 1000) -> None:
         self.train_requests = train_requests
         self.seed = seed
@@ -59,7 +64,16 @@ class DQNPolicy:
         if self.network not in ("mlp", "per_replica"):
             raise ValueError(f"network must be 'mlp' or 'per_replica', got {self.network!r}")
         self.replica_stats = ReplicaStats()
-        self._pending: dict[int, tuple[np.ndarray, list[str]]] = {}  # id(state) -> (obs, names)
+        # id(state) -> (obs, names, arm that routed it)
+        self._pending: dict[int, tuple[np.ndarray, list[str], str | None]] = {}
+        if gate is None:
+            gate = self.network == "per_replica"  # the mlp's published results predate the gate
+        options = gate if isinstance(gate, dict) else {"enabled": bool(gate)}
+        self.gate: RoutingGate | None = None
+        if options.get("enabled", True):
+            if self.network != "per_replica":
+                raise ValueError("the gate needs the per-replica network (network='per_replica')")
+            self.gate = RoutingGate.from_options(options, seed)
         self.reward = RewardConfig(**(reward_overrides or {}))
         self.scales = StateScales(**(state_overrides or {}))
         self.train_every, self.steps_per_train = train_every, steps_per_train
@@ -72,7 +86,7 @@ class DQNPolicy:
         self.losses: list[float] = []
         self._curve_every, self._recent = curve_every, deque(maxlen=curve_window)
         self.curve: dict = {"requests": [], "latency_ms": [], "reward": [], "failure_rate": [],
-                            "epsilon": [], "train_requests": train_requests}
+                            "epsilon": [], "train_requests": train_requests, "gate_switches": []}
 
     # --- the Policy interface -----------------------------------------------------------
 
@@ -87,7 +101,7 @@ class DQNPolicy:
             else:
                 self.agent = DQNAgent(routing_config(self.num_replicas, **overrides))
         elif self.network == "per_replica":
-            if context.num_replicas > self.max_replicas:
+            if getattr(context, "max_replicas", context.num_replicas) > self.max_replicas:
                 raise ValueError(f"the per-replica network sees at most {self.max_replicas} replicas")
             self.num_replicas = context.num_replicas
         elif context.num_replicas != self.num_replicas:
@@ -105,9 +119,18 @@ class DQNPolicy:
         if self.network == "mlp":
             return self.agent.act(self._normalise(raw), explore=self.mode != "eval").action
         obs, names = self._observation(request_fields, raw)
+        arm = None if self.gate is None else self.gate.arm()
         # The engine hands the same state list back in the experience: it keys the decision.
-        self._pending[id(raw)] = (obs, names)
-        return self.agent.act(obs, explore=self.mode != "eval").action
+        self._pending[id(raw)] = (obs, names, arm)
+        if arm is None:
+            return self.agent.act(obs, explore=self.mode != "eval").action
+        if arm == HEURISTIC:  # least-loaded, random ties: the service's fallback
+            loads = request_fields["replica_loads"]
+            best = min(loads)
+            ties = [i for i, x in enumerate(loads) if x == best]
+            return ties[0] if len(ties) == 1 else ties[int(rng.integers(len(ties)))]
+        q = self.agent.q_values(obs)[: len(names)]
+        return self.gate.explore(q, 0.0 if self.mode == "eval" else float(self.agent.epsilon))
 
     def observe(self, experience: dict) -> None:
         """Turn a ``record_experience`` body into a transition, as the service does."""
@@ -149,7 +172,12 @@ class DQNPolicy:
         pending = self._pending.pop(id(experience["state"]), None)
         if pending is None:
             return  # not decided by this policy (e.g. routed before it started)
-        obs, names = pending
+        obs, names, arm = pending
+        if arm is not None:
+            before = len(self.gate.switches)
+            self.gate.record(arm, reward, self.mode)
+            if len(self.gate.switches) > before:
+                self.curve["gate_switches"].append({"requests": self.seen, **self.gate.switches[-1]})
         # Statistics keep updating in every mode: they are features, as the service would learn them.
         self.replica_stats.observe(names[experience["action"]], experience["success"],
                                    experience["latency_ms"], experience.get("ttft_ms"),
@@ -181,6 +209,7 @@ class DQNPolicy:
             "train_every": self.train_every,
             "steps_per_train": self.steps_per_train,
             "train_requests": self.train_requests,
+            **({"gate": self.gate.describe()} if self.gate is not None else {}),
         }
 
 

@@ -29,7 +29,9 @@ class ClusterEvent:
     """A change to one replica at ``at_s`` simulated seconds.
 
     kind: "speed" (speed multiplier becomes ``value``), "fail" (the replica answers every
-    request with an error and drops what it holds), "recover" (it serves again).
+    request with an error and drops what it holds), "recover" (it serves again), "join" (it
+    becomes routable) and "leave" (it is no longer offered to the router; what it holds
+    finishes: a graceful drain).
     """
 
     at_s: float
@@ -66,7 +68,12 @@ class SimContext:
 
     def __init__(self, sim: Simulation) -> None:
         self._sim = sim
-        self.num_replicas = len(sim.replicas)
+        self.max_replicas = len(sim.replicas)  # every replica the run may ever offer
+
+    @property
+    def num_replicas(self) -> int:
+        """Replicas offered to the router now (membership changes move it)."""
+        return len(self._sim.present)
 
     @property
     def now(self) -> float:
@@ -77,11 +84,11 @@ class SimContext:
         return self._sim.current_state
 
     def true_speeds(self) -> list[float]:
-        """Each replica's current capacity (requests/s at a full batch for this workload's
-        mean request), 0 for a failing replica: only the oracle uses this."""
+        """Each offered replica's current capacity (requests/s at a full batch for this
+        workload's mean request), 0 for a failing replica: only the oracle uses this."""
         p, d, b = self._sim.mean_request
         return [0.0 if r.failing else r.spec.capacity_rps(p, d, b) * r.speed / r.spec.speed
-                for r in self._sim.replicas]
+                for r in self._sim.offered]
 
 
 class Simulation:
@@ -90,12 +97,20 @@ class Simulation:
     def __init__(self, specs: Sequence[ReplicaSpec], workload: Workload, policy: object,
                  rng: np.random.Generator, events: Sequence[ClusterEvent] = (),
                  window_s: float = 60.0, day_s: float = 1800.0, day_phase: float = 0.0,
-                 fail_ms: float = 50.0, reject_ms: float = 5.0) -> None:
+                 fail_ms: float = 50.0, reject_ms: float = 5.0,
+                 absent: Sequence[int] = ()) -> None:
         self.workload, self.policy, self.rng = workload, policy, rng
         self._prompt = workload.prompt_tokens.tolist()
         self._output = workload.output_tokens.tolist()
         self.jobs = Jobs(self._prompt, self._output, workload.prefix_hashes)
         self.replicas = [Replica(i, s, self.jobs) for i, s in enumerate(specs)]
+        # The replicas offered to the router, in index order; ``absent`` ones join by an event.
+        # A decision's list is kept per request (one shared tuple per membership) so its
+        # experience reports the loads of the same replicas the policy chose among.
+        self.present: tuple[int, ...] = tuple(i for i in range(len(specs)) if i not in set(absent))
+        if not self.present:
+            raise ValueError("at least one replica must be present at the start")
+        self.offered = [self.replicas[i] for i in self.present]
         n = len(workload)
         self.mean_request = (
             float(workload.prompt_tokens.mean()) if n else 0.0,
@@ -112,6 +127,8 @@ class Simulation:
         self._hashes = workload.prefix_hashes
         self._ttft: list[float | None] = [None] * n
         self._states: list[list[float] | None] = [None] * n
+        self._decided: list[tuple[int, ...] | None] = [None] * n  # the list each choice indexed
+        self._action: list[int] = [-1] * n  # the index the policy returned into that list
         self._heap: list[tuple] = []
         self._seq = 0
         self.records = Records(
@@ -157,20 +174,21 @@ class Simulation:
         return self.records
 
     def _route(self, rid: int, t: float) -> None:
-        replicas = self.replicas
+        offered = self.offered
         self.window.arrival(t)
         request = {"prompt_tokens": self._prompt[rid], "max_tokens": self._output[rid]}
         if self._hashes is not None:
             request["prefix_hashes"] = self._hashes[rid]
-        body = select_body(replicas, self.window, t, request)
-        state = raw_state(body, host_signals(replicas, t, self.day_s, self.day_phase))
+        body = select_body(offered, self.window, t, request)
+        state = raw_state(body, host_signals(offered, t, self.day_s, self.day_phase))
         self.current_state = state
         self._states[rid] = state
         action = int(self.policy.choose(body, self.rng))
-        if not 0 <= action < len(replicas):
-            raise ValueError(f"policy chose replica {action} of {len(replicas)}")
-        self.records.replica[rid] = action
-        r = replicas[action]
+        if not 0 <= action < len(offered):
+            raise ValueError(f"policy chose replica {action} of {len(offered)}")
+        self._decided[rid], self._action[rid] = self.present, action
+        r = offered[action]
+        self.records.replica[rid] = r.index
         if r.failing:
             r.failing_inflight += 1
             self._push(t + self.fail_s, _FAILED, rid, 1)
@@ -191,7 +209,7 @@ class Simulation:
                 ttft = self._ttft[first] = (t - self._arrival[first]) * 1000.0
                 if self._first_token is not None:
                     self._first_token({"state": self._states[first],
-                                       "action": int(self.records.replica[first]), "ttft_ms": ttft})
+                                       "action": self._action[first], "ttft_ms": ttft})
             for rid in done:
                 self._finish(rid, t, OK)
             self._push_replica(r)
@@ -213,6 +231,16 @@ class Simulation:
                 self._finish(rid, t, ERRORED)
         elif ev.kind == "recover":
             r.failing = False
+        elif ev.kind in ("join", "leave"):
+            members = set(self.present)
+            if ev.kind == "join":
+                members.add(r.index)
+            else:
+                members.discard(r.index)
+            if not members:
+                raise ValueError(f"replica {r.index} cannot leave: it is the last one")
+            self.present = tuple(sorted(members))
+            self.offered = [self.replicas[i] for i in self.present]
         else:
             raise ValueError(f"unknown cluster event {ev.kind!r}")
 
@@ -229,7 +257,10 @@ class Simulation:
             rec.hit_blocks[rid] = self.jobs.hit_blocks[rid]
         self.window.completion(t, latency, ok)
         state, self._states[rid] = self._states[rid], None
+        decided, self._decided[rid] = self._decided[rid], None
         if self._observe is not None:
-            loads = replica_loads(self.replicas)
-            self._observe(experience_body(state, int(rec.replica[rid]), latency, ok, loads,
-                                          ttft, self._prompt[rid], self._output[rid]))
+            # Loads after, of the replicas the decision chose among (a left one still drains).
+            loads = replica_loads([self.replicas[i] for i in decided])
+            self._observe(experience_body(state, self._action[rid], latency, ok, loads,
+                                          ttft, self._prompt[rid], self._output[rid],
+                                          replica_name=self.replicas[rec.replica[rid]].name))

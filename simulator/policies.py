@@ -20,7 +20,7 @@ from simulator.baselines import (
     SessionAffinityPolicy,
 )
 from simulator.cache_routers import CacheAwarePolicy, LlmdScorerPolicy
-from simulator.router_view import active_requests
+from simulator.router_view import ReplicaIds, active_requests
 
 
 @runtime_checkable
@@ -103,17 +103,17 @@ class LeastLatencyPolicy(BasePolicy):
 
     def __init__(self, alpha: float = 0.1) -> None:
         self.alpha = alpha
-        self.ewma: list[float] = []
+        self.ewma: list[float] = []  # by replica id (ReplicaIds), not position
+        self.ids = ReplicaIds()
 
     def choose(self, request_fields: dict, rng: np.random.Generator) -> int:
-        n = len(request_fields["replica_loads"])
-        if len(self.ewma) != n:
-            self.ewma = [0.0] * n
-        return _argmin_random(self.ewma, rng)
+        ids = self.ids.of(request_fields)
+        self.ewma += [0.0] * (len(self.ids) - len(self.ewma))
+        return _argmin_random([self.ewma[i] for i in ids], rng)
 
     def observe(self, experience: dict) -> None:
-        if self.ewma:
-            a = experience["action"]
+        a = self.ids.chosen(experience)
+        if a is not None and a < len(self.ewma):
             self.ewma[a] += self.alpha * (experience["latency_ms"] - self.ewma[a])
 
 
@@ -157,9 +157,11 @@ class PeakEwmaPolicy(BasePolicy):
         self.decay_s = decay_s
         self.default_rtt_ms = default_rtt_ms
         self.sample = sample
+        # Per replica id (ReplicaIds: stable across membership changes), not position.
         self.cost: list[float] = []
         self.stamp: list[float] = []
         self.pending: list[int] = []  # the proxy's own live handles per replica
+        self.ids = ReplicaIds()
         # Requests not yet timed, by the identity of their decision's state list: the engine
         # hands the same list back with the first token and the completion.
         self._open: dict[int, int] = {}
@@ -186,24 +188,27 @@ class PeakEwmaPolicy(BasePolicy):
         return id(raw_state()) if raw_state is not None else None
 
     def choose(self, request_fields: dict, rng: np.random.Generator) -> int:
-        n, now = len(request_fields["replica_loads"]), self._now()
-        if len(self.cost) != n:
-            self.cost = [self.default_rtt_ms or 0.0] * n
-            self.stamp = [now] * n
-            self.pending = [0] * n
-            self._open.clear()
+        now = self._now()
+        ids = self.ids.of(request_fields)
+        n, new = len(ids), len(self.ids) - len(self.cost)
+        if new:  # a replica seen for the first time (the start, or one that joined)
+            self.cost += [self.default_rtt_ms or 0.0] * new
+            self.stamp += [now] * new
+            self.pending += [0] * new
         key = self._decision_key()
         self._tracking = key is not None
-        pending = self.pending if self._tracking else active_requests(request_fields)
+        loads = None if self._tracking else active_requests(request_fields)
         choice = 0
         if n > 1:
             a = int(rng.integers(n))
             b = int(rng.integers(n - 1))
             b += b >= a
-            choice = a if self.load(a, pending[a], now) <= self.load(b, pending[b], now) else b
+            ia, ib = ids[a], ids[b]
+            pa, pb = (self.pending[ia], self.pending[ib]) if loads is None else (loads[a], loads[b])
+            choice = a if self.load(ia, pa, now) <= self.load(ib, pb, now) else b
         if key is not None:
-            self._open[key] = choice
-            self.pending[choice] += 1
+            self._open[key] = ids[choice]
+            self.pending[ids[choice]] += 1
         return choice
 
     def _close(self, state: Any) -> int | None:
@@ -221,8 +226,8 @@ class PeakEwmaPolicy(BasePolicy):
                 self._update(i, event["ttft_ms"], self._now())
 
     def observe(self, experience: dict) -> None:
-        a = experience["action"]
-        if a >= len(self.cost):
+        a = self.ids.chosen(experience)
+        if a is None or a >= len(self.cost):
             return
         if self._tracking and self._close(experience.get("state")) is None:
             return  # timed at its first token

@@ -39,6 +39,10 @@ class PrefixTree:
     def num_tenants(self) -> int:
         return len(self.size)
 
+    def grow(self, num_tenants: int) -> None:
+        """Make room for tenants up to ``num_tenants`` (a replica that joined starts empty)."""
+        self.size += [0] * (num_tenants - len(self.size))
+
     def insert(self, blocks: Sequence[int], tenant: int) -> None:
         self._tick += 1
         node = self.root
@@ -61,8 +65,10 @@ class PrefixTree:
             node, depth = child, depth + 1
         return depth, (list(node.tenants) if depth else [])
 
-    def smallest_tenant(self) -> int:
-        return self.size.index(min(self.size))
+    def smallest_tenant(self, among: Sequence[int] | None = None) -> int:
+        """The tenant holding the fewest blocks (of ``among`` when given; first on ties)."""
+        tenants = range(len(self.size)) if among is None else among
+        return min(tenants, key=self.size.__getitem__)
 
     def _leaves(self, tenant: int) -> list[tuple[int, int, _Node]]:
         leaves, stack, seq = [], [self.root], 0

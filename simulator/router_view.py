@@ -59,6 +59,35 @@ def replica_names(fields: dict) -> list[str]:
     return [str(r.get("name", f"r{i}")) for i, r in enumerate(reps)]
 
 
+class ReplicaIds:
+    """Stable integer ids for replica names, in order of first sight: a router keys its state
+    by them, so a replica that joins or leaves moves no other replica's state. With a fixed
+    cluster named r0..rN the id of each replica is its index."""
+
+    def __init__(self) -> None:
+        self._ids: dict[str, int] = {}
+        self._last: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def of(self, fields: dict) -> list[int]:
+        """The ids of the replicas a ``select_replica`` body offers, in its order."""
+        ids = self._ids
+        self._last = [ids.setdefault(name, len(ids)) for name in replica_names(fields)]
+        return self._last
+
+    def chosen(self, experience: dict) -> int | None:
+        """The id of the replica an outcome came from: ``replica_name`` when the body has it,
+        else ``action`` in the last offered list, else the default name ``r<action>``."""
+        name = experience.get("replica_name")
+        a = experience["action"]
+        if name is None and 0 <= a < len(self._last):
+            return self._last[a]
+        name = f"r{a}" if name is None else str(name)
+        return self._ids.setdefault(name, len(self._ids))
+
+
 def request_of(fields: dict) -> dict:
     return fields.get("request") or {}
 

@@ -46,7 +46,7 @@ def simulate(scenario: Scenario, workload: Workload, policy: Any, seed: int,
     cfg = scenario.traffic
     sim = Simulation(scenario.replica_specs(), workload, policy, rng,
                      events=scenario.cluster_events(workload.duration_s),
-                     day_s=cfg.day_s, day_phase=cfg.day_phase)
+                     day_s=cfg.day_s, day_phase=cfg.day_phase, absent=scenario.absent)
     return sim.run(progress)
 
 
@@ -64,10 +64,15 @@ def train_policy(policy: Any, scenario: Scenario, seed: int,
 
 
 def run_policy(scenario: Scenario | str, policy: Any, requests: int | None, seed: int,
-               progress: ProgressFn | None = None, **policy_kwargs: Any) -> RunResult:
+               progress: ProgressFn | None = None, train_scenario: Scenario | str | None = None,
+               **policy_kwargs: Any) -> RunResult:
     """Train (if the policy learns), then evaluate it on ``requests`` paired requests (None:
-    the scenario's default, a trace's length)."""
+    the scenario's default, a trace's length). ``train_scenario``: train there instead (a
+    model trained on 4 replicas serving 8). A learner with no training budget starts cold
+    and learns online, as a newly deployed service does."""
     sc = get_scenario(scenario) if isinstance(scenario, str) else scenario
+    if isinstance(train_scenario, str):
+        train_scenario = get_scenario(train_scenario)
     requests = sc.default_requests if requests is None else requests
     if isinstance(policy, str):
         kwargs = dict(policy_kwargs)
@@ -86,8 +91,10 @@ def run_policy(scenario: Scenario | str, policy: Any, requests: int | None, seed
         return lambda f: progress((offset + f * size) / total)
 
     if trainable:
-        train_policy(policy, sc, seed, scaled(0, train_n))
+        train_policy(policy, train_scenario or sc, seed, scaled(0, train_n))
         policy.set_mode("online" if sc.nonstationary else "eval")
+    elif hasattr(policy, "set_mode") and hasattr(policy, "train_requests"):
+        policy.set_mode("online")  # cold start: no training run, learns on the evaluated traffic
     workload = sc.workload(requests, seed)
     records = simulate(sc, workload, policy, seed, scaled(train_n, requests))
     describe = getattr(policy, "describe", None)
@@ -155,7 +162,8 @@ def policy_kind(name: str, learner: bool) -> str:
 def benchmark(scenarios: Sequence[str | Scenario], policies: Sequence[str], requests: int | None,
               seeds: Sequence[int], show_progress: bool = True,
               dqn_kwargs: dict | None = None,
-              factories: dict[str, Callable[[int], Any]] | None = None) -> Benchmark:
+              factories: dict[str, Callable[[int], Any]] | None = None,
+              train_scenario: str | None = None) -> Benchmark:
     """Run every policy on every scenario for every seed; aggregate over seeds.
 
     ``requests`` None: each scenario's default (a trace's length, else 20 000). ``factories``
@@ -173,7 +181,9 @@ def benchmark(scenarios: Sequence[str | Scenario], policies: Sequence[str], requ
                for sc in scs for p in policies}
     bar = Progress(sum(per_run.values()) * len(seeds)) if show_progress else None
     bench = Benchmark(config={"scenarios": [sc.name for sc in scs], "policies": policies,
-                              "requests": requests, "seeds": list(seeds), "dqn": dqn_kwargs})
+                              "requests": requests, "seeds": list(seeds), "dqn": dqn_kwargs,
+                              "train_scenario": train_scenario})
+    train_sc = get_scenario(train_scenario) if train_scenario else None
     for sc in scs:
         sc_name = sc.name
         table: dict = {}
@@ -183,10 +193,10 @@ def benchmark(scenarios: Sequence[str | Scenario], policies: Sequence[str], requ
                 cb = bar.task(per_run[(sc_name, pol)], f"{sc_name} {pol} seed {seed}") if bar else None
                 if pol in factories:
                     with factories[pol](seed) as learner:
-                        runs.append(run_policy(sc, learner, sizes[sc_name], seed, cb))
+                        runs.append(run_policy(sc, learner, sizes[sc_name], seed, cb, train_sc))
                     continue
                 kwargs = dqn_kwargs if pol == "dqn" else {}
-                runs.append(run_policy(sc, pol, sizes[sc_name], seed, cb, **kwargs))
+                runs.append(run_policy(sc, pol, sizes[sc_name], seed, cb, train_sc, **kwargs))
             first = runs[0]
             rec = first.records
             bench.latencies[(sc_name, pol)] = {"e2e": rec.latency_ms[rec.success],
@@ -203,6 +213,8 @@ def benchmark(scenarios: Sequence[str | Scenario], policies: Sequence[str], requ
                 table[pol]["shift"] = [r.shift for r in runs]
             if first.info is not None:
                 table[pol]["config"] = first.info
+                if "gate" in first.info:  # when the model took over, per seed
+                    table[pol]["gate"] = [r.info["gate"] for r in runs]
         bench.results[sc_name] = {"description": sc.description,
                                   "capacity_rps": round(sc.capacity_rps(), 4),
                                   "load": sc.utilization, "policies": table}

@@ -51,10 +51,22 @@ class Scenario:
     # (fraction of the run, kind, replica, value): see engine.ClusterEvent
     changes: tuple[tuple[float, str, int, float], ...] = ()
     bad_replica: int | None = None  # the replica a good policy should move traffic off
+    absent: tuple[int, ...] = ()  # replicas not offered at the start (a "join" change adds one)
 
     @property
     def num_replicas(self) -> int:
+        """Every replica the scenario may offer (present at the start or joining later)."""
         return len(self.fleet) or len(self.speeds)
+
+    def final_members(self) -> list[int]:
+        """The replicas offered once every join and leave has happened."""
+        members = set(range(self.num_replicas)) - set(self.absent)
+        for _, kind, idx, _ in sorted(self.changes):
+            if kind == "join":
+                members.add(idx)
+            elif kind == "leave":
+                members.discard(idx)
+        return sorted(members)
 
     @property
     def nonstationary(self) -> bool:
@@ -86,8 +98,10 @@ class Scenario:
         prompt, output = self.token_samples()
         decode = float(np.maximum(output - 1, 0).mean())
         blocks = float(np.mean(-(-(prompt + output) // BLOCK_TOKENS)))
-        return sum(s.capacity_rps(float(prompt.mean()), decode, blocks)
-                   for s in self.replica_specs())
+        # Load is set against the cluster a membership change ends with (scale_out, scale_in).
+        specs = self.replica_specs()
+        return sum(specs[i].capacity_rps(float(prompt.mean()), decode, blocks)
+                   for i in self.final_members())
 
     def workload_config(self) -> WorkloadConfig:
         """The synthetic traffic with its mean rate set from ``utilization``."""
@@ -106,12 +120,38 @@ class Scenario:
                 for f, kind, idx, value in self.changes]
 
     def stationary(self) -> Scenario:
-        """The same cluster without its changes (what a pre-trained agent has seen)."""
-        return replace(self, changes=())
+        """The cluster as it starts, without its changes (what a pre-trained agent has seen),
+        at the same request rate (capacity may count replicas that join later)."""
+        start = replace(self, changes=())
+        if start.final_members() == self.final_members():
+            return start
+        rate = self.utilization * self.capacity_rps()
+        return replace(start, utilization=rate / start.capacity_rps())
 
     def at_load(self, load: float) -> Scenario:
         """The same scenario at another offered load, named ``name@load``."""
         return replace(self, name=f"{self.name}@{load:g}", utilization=load)
+
+
+# Speed classes of the synthetic mixed clusters and their batch limits (KV memory follows).
+_BATCH = {1.0: 32, 0.6: 20, 0.3: 10}
+_MIX = (1.0, 0.6, 0.3, 1.0)  # per 4 replicas: half fast, a quarter at 0.6, a quarter at 0.3
+
+
+def mixed_speeds(n: int) -> tuple[float, ...]:
+    """``n`` replicas of three GPU generations, repeating 1.0 / 0.6 / 0.3 / 1.0."""
+    return tuple(_MIX[i % len(_MIX)] for i in range(n))
+
+
+def hetero_scenario(n: int, load: float = 0.70) -> Scenario:
+    """``hetero_<n>``: the mixed cluster of ``n`` replicas at ``load``."""
+    speeds = mixed_speeds(n)
+    return Scenario(
+        f"hetero_{n}",
+        f"{n} replicas of three GPU generations at {load:.0%} load: speeds 1.0 / 0.6 / 0.3 "
+        f"({speeds.count(1.0)} / {speeds.count(0.6)} / {speeds.count(0.3)}), batch 32 / 20 / 10.",
+        speeds=speeds, max_batches=tuple(_BATCH[v] for v in speeds), utilization=load,
+    )
 
 
 def trace_scenario(name: str, load: float = TRACE_LOAD) -> Scenario:
@@ -172,6 +212,31 @@ SCENARIOS: dict[str, Scenario] = {
             "sequences, 4 at 0.5 with room for 16.",
             speeds=(1.0, 1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.5),
             max_batches=(32, 32, 32, 32, 16, 16, 16, 16), utilization=0.70,
+        ),
+        hetero_scenario(4),
+        hetero_scenario(8),
+        hetero_scenario(16),
+        hetero_scenario(32),
+        Scenario(
+            "homogeneous_16",
+            "16 identical replicas at 70% load: least-loaded is near optimal here.",
+            speeds=(1.0,) * 16, utilization=0.70,
+        ),
+        Scenario(
+            "scale_out",
+            "The mixed cluster grows from 4 to 8 replicas (hetero_4, then hetero_8) at 50% of "
+            "the run; 35% of the 8's capacity, so the first 4 run at ~70%. The new ones "
+            "arrive empty: a router should fill them without overfeeding them.",
+            speeds=mixed_speeds(8), max_batches=tuple(_BATCH[v] for v in mixed_speeds(8)),
+            utilization=0.35, absent=(4, 5, 6, 7),
+            changes=tuple((0.5, "join", i, 1.0) for i in range(4, 8)),
+        ),
+        Scenario(
+            "scale_in",
+            "The mixed cluster shrinks from 8 to 5 replicas at 50% of the run (r5, r6, r7 "
+            "drain what they hold and are no longer offered); 70% of the 5's capacity.",
+            speeds=mixed_speeds(8), max_batches=tuple(_BATCH[v] for v in mixed_speeds(8)),
+            utilization=0.70, changes=tuple((0.5, "leave", i, 1.0) for i in range(5, 8)),
         ),
     ]
 }

@@ -130,11 +130,13 @@ def raw_state(body: dict, host: tuple[float, float, float]) -> list[float]:
 
 def experience_body(state: list[float], action: int, latency_ms: float, success: bool,
                     loads_after: list[int], ttft_ms: float | None = None,
-                    prompt_tokens: int = 0, output_tokens: int = 0) -> dict:
+                    prompt_tokens: int = 0, output_tokens: int = 0,
+                    replica_name: str | None = None) -> dict:
     """The original specification's ``POST /record_experience`` body for one completed
     request (its five fields first; latency_ms is end to end), plus ``ttft_ms`` (None for a
-    failed request), ``prompt_tokens`` and ``output_tokens``."""
-    return {
+    failed request), ``prompt_tokens``, ``output_tokens`` and, when given, ``replica_name``
+    (what the gateway sent it to: ``action`` indexes the list offered at decision time)."""
+    body = {
         "state": state,
         "action": action,
         "latency_ms": latency_ms,
@@ -144,3 +146,6 @@ def experience_body(state: list[float], action: int, latency_ms: float, success:
         "prompt_tokens": prompt_tokens,
         "output_tokens": output_tokens,
     }
+    if replica_name is not None:
+        body["replica_name"] = replica_name
+    return body

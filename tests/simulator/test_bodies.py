@@ -19,7 +19,7 @@ SEED_SELECT = {"replica_loads": [5, 3, 7], "queue_depth": 12, "recent_latency_ms
 SEED_EXPERIENCE = {"state": [5, 3, 7, 12, 0.28, 8.2, 0.98, 0.5, 0.4, 0.5], "action": 1,
                    "latency_ms": 265.3, "success": True, "replica_loads": [5, 4, 7]}
 ADDED_SELECT = ["replicas", "request"]
-ADDED_EXPERIENCE = ["ttft_ms", "prompt_tokens", "output_tokens"]
+ADDED_EXPERIENCE = ["ttft_ms", "prompt_tokens", "output_tokens", "replica_name"]
 
 
 class Recorder(LeastLoadedPolicy):

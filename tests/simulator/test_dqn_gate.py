@@ -1,0 +1,94 @@
+"""The cold-start gate in the simulated DQN: least-loaded routes until the model is proven on
+its trial share, the switch needs significant evidence, and a sliding window can undo it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from agent_app.rl.gate import HEURISTIC, MODEL
+from simulator.dqn_gate import RoutingGate
+from simulator.dqn_policy import DQNPolicy
+from simulator.runner import run_policy
+from simulator.scenarios import Scenario
+
+PER_REPLICA = {"network": "per_replica", "batch_size": 32}
+TINY = Scenario("tiny_hetero", "3 replicas of three speeds at 70% load, for quick runs.",
+                speeds=(1.0, 0.6, 0.3), max_batches=(8, 6, 4), utilization=0.7)
+
+
+def feed(gate: RoutingGate, n: int, model_mean: float, heuristic_mean: float, seed: int = 0) -> None:
+    """``n`` outcomes on the arms the gate assigns, rewards drawn around each arm's mean."""
+    rng = np.random.default_rng(seed)
+    for _ in range(n):
+        arm = gate.arm()
+        mean = model_mean if arm == MODEL else heuristic_mean
+        gate.record(arm, float(rng.normal(mean, 1.0)))
+
+
+def test_the_heuristic_routes_and_the_model_gets_its_trial_share_while_unproven() -> None:
+    gate = RoutingGate(seed=1)
+    feed(gate, 6000, model_mean=0.0, heuristic_mean=0.0)
+    assert gate.leader == HEURISTIC and gate.switches == []
+    assert gate.model_share() == pytest.approx(0.1, abs=0.015)
+
+
+def test_no_verdict_before_enough_outcomes_of_each_arm() -> None:
+    gate = RoutingGate(seed=2)
+    feed(gate, 1000, model_mean=5.0, heuristic_mean=0.0)  # ~100 model outcomes: too few
+    assert gate.leader == HEURISTIC
+
+
+def test_a_significantly_better_model_takes_over_at_a_decision_point_and_keeps_a_holdout() -> None:
+    gate = RoutingGate(seed=3)
+    feed(gate, 4000, model_mean=0.5, heuristic_mean=0.0)
+    assert gate.leader == MODEL and len(gate.switches) == 1
+    switch = gate.switches[0]
+    assert switch["outcomes"] % gate.decide_every == 0 and switch["model_lead"] > 2 * switch["stderr"]
+    before = dict(gate.routed)
+    feed(gate, 4000, model_mean=0.5, heuristic_mean=0.0, seed=4)
+    heuristic_share = (gate.routed[HEURISTIC] - before[HEURISTIC]) / 4000
+    assert heuristic_share == pytest.approx(0.05, abs=0.015)
+
+
+def test_a_sliding_window_lets_a_worse_model_lose_control_again() -> None:
+    gate = RoutingGate(seed=5, window=500)
+    feed(gate, 4000, model_mean=0.5, heuristic_mean=0.0)
+    assert gate.leader == MODEL
+    feed(gate, 30_000, model_mean=-0.5, heuristic_mean=0.0, seed=6)
+    assert gate.leader == HEURISTIC and [s["routes"] for s in gate.switches] == [MODEL, HEURISTIC]
+
+
+def test_model_exploration_stays_within_the_margin_of_the_best_q() -> None:
+    gate = RoutingGate(seed=7)
+    picks = {gate.explore([0.0, -0.2, -5.0], epsilon=1.0) for _ in range(200)}
+    assert picks == {0, 1}
+    assert {gate.explore([0.0, -0.2, -5.0], epsilon=0.0) for _ in range(20)} == {0}
+
+
+def test_the_gate_is_on_by_default_for_the_per_replica_network_only() -> None:
+    assert DQNPolicy(config_overrides={"network": "per_replica"}).gate is not None
+    assert DQNPolicy().gate is None
+    assert DQNPolicy(config_overrides={"network": "per_replica"}, gate=False).gate is None
+    with pytest.raises(ValueError, match="per-replica"):
+        DQNPolicy(gate=True)
+
+
+def test_with_no_trial_share_the_gated_dqn_routes_exactly_as_least_loaded() -> None:
+    policy = DQNPolicy(train_requests=0, config_overrides=PER_REPLICA, gate={"trial_fraction": 0.0})
+    gated = run_policy(TINY, policy, 400, 0)
+    plain = run_policy(TINY, "least_loaded", 400, 0)
+    assert (gated.records.replica == plain.records.replica).all()
+    assert policy.trained_on == 400  # every heuristic decision was a training experience
+    assert gated.info["gate"]["routed"] == {MODEL: 0, HEURISTIC: 400}
+
+
+def test_the_run_records_when_the_model_took_over() -> None:
+    # A model that is always judged better: huge lead (z = 0) after a few samples.
+    policy = DQNPolicy(train_requests=0, config_overrides=PER_REPLICA,
+                       gate={"trial_fraction": 0.5, "min_samples": 20, "z": 0.0,
+                             "decide_every": 50, "window": 100})
+    result = run_policy(TINY, policy, 600, 0)
+    switches = result.info["gate"]["switches"]
+    assert switches and all(s["outcomes"] % 50 == 0 for s in switches)
+    assert policy.curve["gate_switches"][0]["outcomes"] == switches[0]["outcomes"]
