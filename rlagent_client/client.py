@@ -26,6 +26,8 @@ from rlagent_client.config import ClientConfig
 from rlagent_client.decision import ARM_HEURISTIC, ARM_RL, HEURISTIC, LOCAL, SERVICE, Decision
 from rlagent_client.fallback import CircuitBreaker, Heuristic, heuristic_name, make_heuristic
 from rlagent_client.local import LocalPolicy
+from rlagent_client.payload import select_payload
+from rlagent_client.replica_metrics import ReplicaMetricsScraper
 from rlagent_client.reporter import Reporter
 from rlagent_client.transport import Transport
 
@@ -67,6 +69,11 @@ class RLAgentClient:
             self.local = LocalPolicy(self._transport, refresh_s=config.weights_refresh_s,
                                      timeout_s=WEIGHTS_TIMEOUT_S)
             self.local.start()
+        self.scraper = None
+        if agent_used and config.replica_metrics:
+            names = [config.replica_name(i) for i in range(len(config.replica_urls))]
+            self.scraper = ReplicaMetricsScraper(dict(zip(names, config.replica_urls, strict=True)),
+                                                 interval_s=config.metrics_interval_s).start()
         self._shadow_pool = None
         if config.mode == "shadow" and self.local is None:
             self._shadow_pool = ThreadPoolExecutor(config.shadow_concurrency, "rlagent-shadow")
@@ -91,16 +98,28 @@ class RLAgentClient:
         memory: float | None = None,
         cpu: float | None = None,
         time_of_day: float | None = None,
+        request: Mapping[str, Any] | None = None,
+        replica_metrics: Sequence[Mapping[str, float]] | None = None,
+        replica_names: Sequence[str] | None = None,
     ) -> Decision:
         """Which replica serves this request. `request_key` (a user or session id) makes the canary
-        split deterministic; memory, cpu and time_of_day default as the service's would."""
+        split deterministic; memory, cpu and time_of_day default as the service's would.
+
+        `request` ({"prompt_tokens", "max_tokens"}) or `replica_metrics` (per replica: running,
+        waiting, kv_cache_usage), or the client's own scraper (RL_AGENT_REPLICA_METRICS), send the
+        service the per-replica `replicas` form of the body instead of `replica_loads`, naming the
+        replicas `replica_names` (default: RL_AGENT_REPLICA_NAMES, else replica-1, replica-2...)."""
         started = time.perf_counter()
         if not replica_loads:
             raise ValueError("replica_loads must not be empty")
         memory = self._host[0] if memory is None else memory
         cpu = self._host[1] if cpu is None else cpu
+        # The body is built here, so a bad `request` or `replica_metrics` raises to the caller.
+        extended = self._extended(len(replica_loads), request, replica_metrics, replica_names)
+        payload = select_payload(replica_loads, queue_depth, recent_latency_ms, current_rps, success_rate,
+                                 **extended)
         inputs = (replica_loads, queue_depth, recent_latency_ms, current_rps, success_rate, memory, cpu,
-                  time_of_day)
+                  time_of_day, payload)
         mode = self.config.mode
         if mode == "rl":
             decision = self._agent(inputs, ARM_RL)
@@ -131,15 +150,21 @@ class RLAgentClient:
         return int.from_bytes(digest, "big") % 1_000_000 < percent * 10_000
 
     def report(
-        self, decision: Decision, latency_ms: float, success: bool, replica_loads_after: Sequence[float]
+        self, decision: Decision, latency_ms: float, success: bool, replica_loads_after: Sequence[float],
+        *, ttft_ms: float | None = None, output_tokens: int | None = None,
     ) -> None:
-        """Queue the outcome for the background reporter; returns at once, whatever the service does."""
+        """Queue the outcome for the background reporter; returns at once, whatever the service does.
+        `ttft_ms` (time to first token, streamed answers) and `output_tokens` are sent when given."""
         if self.reporter is None:
             return
         try:
             latency = float(latency_ms)
             loads = [float(load) for load in replica_loads_after]
             valid = math.isfinite(latency) and latency >= 0 and loads and all(map(math.isfinite, loads))
+            ttft = None if ttft_ms is None else float(ttft_ms)
+            valid = valid and (ttft is None or (math.isfinite(ttft) and ttft >= 0))
+            tokens = None if output_tokens is None else int(output_tokens)
+            valid = valid and (tokens is None or tokens >= 0)
         except (TypeError, ValueError):
             valid = False
         if not valid:
@@ -151,6 +176,10 @@ class RLAgentClient:
             "latency_ms": min(latency, MAX_LATENCY_MS), "success": bool(success),
             "replica_loads": loads, "arm": decision.arm,
         }
+        if ttft is not None:
+            body["ttft_ms"] = min(ttft, latency, MAX_LATENCY_MS)
+        if tokens is not None:
+            body["output_tokens"] = tokens
         if decision.decided_by == SERVICE and decision.decision_id:
             body["decision_id"] = decision.decision_id
         else:
@@ -174,12 +203,15 @@ class RLAgentClient:
         out["breaker"] = self.breaker.snapshot()
         out["reporter"] = self.reporter.snapshot() if self.reporter else None
         out["local_model"] = self.local.snapshot() if self.local else None
+        out["replica_metrics"] = self.scraper.stats() if self.scraper else None
         return out
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Stop the background threads, sending what is queued (up to timeout_s)."""
         if self.local is not None:
             self.local.stop()
+        if self.scraper is not None:
+            self.scraper.stop()
         if self._shadow_pool is not None:
             self._shadow_pool.shutdown(wait=True, cancel_futures=True)
         if self.reporter is not None:
@@ -194,6 +226,17 @@ class RLAgentClient:
 
     # -- deciding -------------------------------------------------------------------------------
 
+    def _extended(self, n: int, request: Mapping[str, Any] | None,
+                  metrics: Sequence[Mapping[str, float]] | None,
+                  names: Sequence[str] | None) -> dict[str, Any]:
+        """What the per-replica body needs beyond the loads; nothing for the original body."""
+        names = list(names) if names is not None else [self.config.replica_name(i) for i in range(n)]
+        if metrics is None and self.scraper is not None:
+            metrics = self.scraper.features(names)  # by name: unknown ones get no metrics
+        if metrics is None and request is None:
+            return {}
+        return {"names": names, "replica_metrics": metrics, "request": request}
+
     def _agent(self, inputs: tuple, arm: str) -> Decision:
         return self._local_decision(inputs, arm) if self.local is not None else self._remote(inputs, arm)
 
@@ -202,20 +245,17 @@ class RLAgentClient:
         index = self.heuristic(loads)
         if not 0 <= index < len(loads):
             raise ValueError(f"heuristic {self._heuristic_policy} chose replica {index} of {len(loads)}")
-        state = build_state(*inputs) if self.reporter is not None else None
+        state = build_state(*inputs[:8]) if self.reporter is not None else None
         return Decision(index, self.config.replica_name(index), HEURISTIC, reason, self._heuristic_policy,
                         arm, state=state)
 
     def _remote(self, inputs: tuple, arm: str) -> Decision:
         if not self.breaker.allow():
             return self._fallback(inputs, arm, "circuit_open")
-        loads, queue_depth, latency_ms, rps, success_rate = inputs[:5]
-        payload = {"replica_loads": [float(load) for load in loads], "queue_depth": float(queue_depth),
-                   "recent_latency_ms": float(latency_ms), "current_rps": float(rps),
-                   "success_rate": float(success_rate)}
+        loads = inputs[0]
         try:
             resp = self._transport.request("POST", "/select_replica", timeout_s=self.config.timeout_s,
-                                           payload=payload)
+                                           payload=inputs[8])
             if not resp.ok:
                 raise _Refused(f"http {resp.status}")
             body = resp.json()
@@ -252,7 +292,7 @@ class RLAgentClient:
         if network.n_actions != n:
             return self._fallback(inputs, arm, f"mismatch: model v{model.version} is for "
                                                f"{network.n_actions} replicas, got {n} loads")
-        state = build_state(*inputs)
+        state = build_state(*inputs[:8])
         values = network.q_values(normalize_state(state, n))
         if self.config.local_epsilon and self._rng.random() < self.config.local_epsilon:
             index, policy, exploring = self._rng.randrange(n), "explore", True

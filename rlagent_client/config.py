@@ -32,6 +32,9 @@ ENV_FIELDS = {
     "RL_AGENT_WEIGHTS_REFRESH_SECONDS": "weights_refresh_s",
     "RL_AGENT_LOCAL_EPSILON": "local_epsilon",
     "RL_AGENT_REPLICA_NAMES": "replica_names",
+    "RL_AGENT_REPLICA_METRICS": "replica_metrics",
+    "RL_AGENT_REPLICA_URLS": "replica_urls",
+    "RL_AGENT_METRICS_INTERVAL_SECONDS": "metrics_interval_s",
 }
 
 
@@ -58,6 +61,11 @@ class ClientConfig:
     local_epsilon: float = 0.0  # local inference: share of random (exploring) decisions
     replica_names: tuple[str, ...] = ()  # names for local/heuristic decisions; replica-1.. otherwise
     shadow_concurrency: int = 8  # shadow mode: agent calls in flight at most (extra ones are skipped)
+    # Scrape each replica's vLLM /metrics and send running, waiting and KV-cache usage per replica
+    # (the `replicas` form of /select_replica); needs replica_urls, in the order of the loads.
+    replica_metrics: bool = False
+    replica_urls: tuple[str, ...] = ()  # base URLs of the replicas (their /metrics is scraped)
+    metrics_interval_s: float = 0.25  # how often the background thread reads every replica
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.url)
@@ -77,6 +85,13 @@ class ClientConfig:
         _number("RL_AGENT_WEIGHTS_REFRESH_SECONDS", self.weights_refresh_s, 0.01, 86_400)
         _number("RL_AGENT_LOCAL_EPSILON", self.local_epsilon, 0, 1)
         _number("shadow_concurrency", self.shadow_concurrency, 1, 1024, integer=True)
+        _number("RL_AGENT_METRICS_INTERVAL_SECONDS", self.metrics_interval_s, 0.01, 3600)
+        for replica_url in self.replica_urls:
+            bad = urlsplit(replica_url)
+            if bad.scheme not in ("http", "https") or not bad.hostname:
+                raise ValueError(f"RL_AGENT_REPLICA_URLS must hold http(s) URLs, got {replica_url!r}")
+        if self.replica_metrics and not self.replica_urls:
+            raise ValueError("RL_AGENT_REPLICA_METRICS=true needs RL_AGENT_REPLICA_URLS, one per replica")
         if not isinstance(self.heuristic, str) or not self.heuristic:
             raise ValueError(f"RL_AGENT_HEURISTIC must be a heuristic name, got {self.heuristic!r}")
 

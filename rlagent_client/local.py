@@ -14,6 +14,7 @@ import threading
 from dataclasses import dataclass
 
 from agent_app.rl.inference import NumpyQNetwork, weights_from_bytes
+from agent_app.rl.set_inference import SET_DIMS_KEY
 from rlagent_client.transport import Transport
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,13 @@ class LocalPolicy:
         if not resp.ok:
             return self._failed(f"http {resp.status}")
         try:
-            network = NumpyQNetwork(weights_from_bytes(resp.body))
+            weights = weights_from_bytes(resp.body)
+            if SET_DIMS_KEY in weights:  # its features include what only the service has learned
+                self.counts["fetched"] += 1
+                self.model = LocalModel(reason="the service's per-replica network decides remotely only "
+                                               "(local inference serves RL_NETWORK=mlp)")
+                return current.network is not None
+            network = NumpyQNetwork(weights)
             version = int(resp.headers.get("x-model-version", "0"))
         except ValueError as exc:
             return self._failed(f"weights do not load: {exc}")

@@ -117,9 +117,10 @@ def make_client() -> Iterator[Callable[..., RLAgentClient]]:
 
 @pytest.fixture(scope="package")
 def service(tmp_path_factory) -> Iterator[LiveStack]:
-    """The service as the README starts it (web + worker), exploration off so decisions are greedy."""
+    """The service as the README starts it (web + worker), exploration off so decisions are greedy,
+    and the model routing as soon as it has trained (no routing gate)."""
     stack = LiveStack(tmp_path_factory.mktemp("client-stack"), use_services=uses_services(),
-                      RL_EXPLORATION="false")
+                      RL_EXPLORATION="false", RL_ROUTING_GATE="false")
     try:
         stack.start("web")
         stack.start("worker")
