@@ -118,9 +118,10 @@ def make_client() -> Iterator[Callable[..., RLAgentClient]]:
 @pytest.fixture(scope="package")
 def service(tmp_path_factory) -> Iterator[LiveStack]:
     """The service as the README starts it (web + worker), exploration off so decisions are greedy,
-    and the model routing as soon as it has trained (no routing gate)."""
+    the model routing as soon as it has trained (no routing gate), and the fixed network, the one
+    local inference serves (tests/live/ run the production defaults)."""
     stack = LiveStack(tmp_path_factory.mktemp("client-stack"), use_services=uses_services(),
-                      RL_EXPLORATION="false", RL_ROUTING_GATE="false")
+                      RL_EXPLORATION="false", RL_ROUTING_GATE="false", RL_NETWORK="mlp")
     try:
         stack.start("web")
         stack.start("worker")
