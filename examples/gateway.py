@@ -3,7 +3,9 @@ RL agent client picks, and the outcome is reported back to the agent.
 
 The gateway measures what the agent's state needs: in-flight requests per upstream (the replica
 loads), an EWMA of latency and success, and requests per second over the last 10 s.
-GET /gateway/stats shows per-replica traffic and latency and the client's counters.
+GET /gateway/stats shows per-replica traffic and latency and the client's counters. The prompt's
+prefix block hashes (rlagent_client/prefix.py) go with each request, so the agent can tell which
+replica likely caches its prefix.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from rlagent_client import Decision, RLAgentClient
+from rlagent_client.prefix import chat_prefix_hashes
 
 EWMA = 0.1  # weight of the newest request in the latency and success averages
 RPS_WINDOW_S = 10.0
@@ -88,9 +91,10 @@ class Gateway:
     """The proxy server on 127.0.0.1 (port 0 = any free port); start() returns at once."""
 
     def __init__(self, upstreams: Sequence[str], client: RLAgentClient, names: Sequence[str] | None = None,
-                 port: int = 0, host: str = "127.0.0.1") -> None:
+                 port: int = 0, host: str = "127.0.0.1", prefix_hashes: bool = True) -> None:
         self.upstreams = [urlsplit(url) for url in upstreams]
         self.client = client
+        self.prefix_hashes = prefix_hashes
         self.state = GatewayState(names or [f"replica-{i + 1}" for i in range(len(upstreams))])
         self.server = ThreadingHTTPServer((host, port), _handler_for(self))
         self.server.daemon_threads = True
@@ -116,7 +120,10 @@ class Gateway:
 
     def route(self, body: bytes, request_key: str | None) -> tuple[int, bytes, Decision]:
         """Pick the replica, forward, report; the upstream's status and body."""
-        decision = self.client.select(*self.state.observe(), request_key=request_key)
+        hashes = _chat_hashes(body) if self.prefix_hashes else []
+        # With hashes the body names the replicas (the per-replica form carries the request's fields).
+        extra = {"request": {"prefix_hashes": hashes}, "replica_names": self.state.names} if hashes else {}
+        decision = self.client.select(*self.state.observe(), request_key=request_key, **extra)
         index = decision.replica_idx
         self.state.begin(index, decision)
         started = time.perf_counter()
@@ -140,6 +147,16 @@ class Gateway:
             return resp.status, resp.read()
         finally:
             conn.close()
+
+
+def _chat_hashes(body: bytes) -> list[str]:
+    """The prefix block hashes of a chat request's messages; none for a body that is not one (the
+    upstream answers it as it would without the gateway)."""
+    try:
+        messages = json.loads(body).get("messages")
+        return chat_prefix_hashes(messages) if isinstance(messages, list) else []
+    except (ValueError, AttributeError, TypeError):
+        return []
 
 
 def _quantile(sorted_values: list[float], q: float) -> float | None:

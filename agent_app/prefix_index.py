@@ -1,0 +1,293 @@
+"""Which prompt-prefix blocks each replica likely holds in its KV cache: a bounded LRU set of block
+hashes (rlagent_client/prefix.py) per replica, in Redis for every web worker, or in this process.
+
+`remember` only buffers (no I/O on the request path); `flush` writes the buffer in one round trip
+and is meant for the serving refresh thread. `match` is one round trip. Eviction is least recently
+remembered first, and within one request the tail before the head, as a replica's cache frees
+blocks; a block is remembered with every request that reuses it, so a prefix's head is never older
+than its tail and what remains is a prefix. Without Redis (the embedded mode) each web worker has
+its own index, exact with one worker. A store that fails makes `match` answer None and `flush`
+drop its batch, logged once per outage; nothing raises into a request.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections import OrderedDict
+from functools import lru_cache
+from typing import Any
+
+import redis
+from django.conf import settings
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+log = logging.getLogger(__name__)
+_SLICE = 256  # hashes per ZMSCORE: a match stops at the first slice with a miss
+
+# KEYS: replica sets; ARGV: the request's hashes. Per replica, how many leading hashes it holds.
+_MATCH = f"""
+local out = {{}}
+for i, key in ipairs(KEYS) do
+  local n, stop = 0, false
+  for from = 1, #ARGV, {_SLICE} do
+    local to = math.min(from + {_SLICE - 1}, #ARGV)
+    local scores = redis.call('ZMSCORE', key, unpack(ARGV, from, to))
+    for j = 1, to - from + 1 do
+      if not scores[j] then stop = true break end
+      n = n + 1
+    end
+    if stop then break end
+  end
+  out[i] = n
+end
+return out
+"""
+# KEYS: tick counter, replicas zset, then one set per replica. ARGV: cap, max replicas, total
+# hashes, key prefix, then per replica its name and its hashes comma-joined, oldest first.
+# Scores are a shared counter, so recency is comparable across replicas and workers.
+_WRITE = """
+local cap, max_replicas, total = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local tick = redis.call('INCRBY', KEYS[1], total) - total
+for i = 3, #KEYS do
+  local args = {}
+  for h in string.gmatch(ARGV[2 * i], '[^,]+') do
+    tick = tick + 1
+    args[#args + 1] = string.format('%.0f', tick)
+    args[#args + 1] = h
+  end
+  for from = 1, #args, 2000 do
+    redis.call('ZADD', KEYS[i], unpack(args, from, math.min(from + 1999, #args)))
+  end
+  local extra = redis.call('ZCARD', KEYS[i]) - cap
+  if extra > 0 then redis.call('ZREMRANGEBYRANK', KEYS[i], 0, extra - 1) end
+  redis.call('ZADD', KEYS[2], string.format('%.0f', tick), ARGV[2 * i - 1])
+end
+local extra = redis.call('ZCARD', KEYS[2]) - max_replicas
+if extra > 0 then
+  local popped = redis.call('ZPOPMIN', KEYS[2], extra)
+  for j = 1, #popped, 2 do redis.call('DEL', ARGV[4] .. popped[j]) end
+end
+return tick
+"""
+# KEYS: replicas zset. Returns {replicas, blocks}.
+_COUNT = """
+local names, blocks = redis.call('ZRANGE', KEYS[1], 0, -1), 0
+for _, name in ipairs(names) do blocks = blocks + redis.call('ZCARD', ARGV[1] .. name) end
+return {#names, blocks}
+"""
+
+
+def _setting(name: str, default: Any) -> Any:
+    return getattr(settings, name, default)
+
+
+class PrefixIndex(ABC):
+    """The shared behaviour: the bounds, the buffer of blocks to remember, outage bookkeeping."""
+
+    backend = ""
+    bytes_per_block = 0  # measured: what one remembered block costs the store
+
+    def __init__(self, *, blocks_per_replica: int | None = None, max_replicas: int | None = None,
+                 pending_max: int | None = None) -> None:
+        self.blocks_per_replica = blocks_per_replica or _setting("PREFIX_INDEX_BLOCKS_PER_REPLICA", 8192)
+        self.max_replicas = max_replicas or _setting("PREFIX_INDEX_MAX_REPLICAS", 64)
+        self.pending_max = pending_max or _setting("PREFIX_INDEX_PENDING_BLOCKS", 16384)
+        self._lock = threading.Lock()  # request threads remember, the refresh thread flushes
+        self._pending: dict[str, dict[str, None]] = {}  # replica -> hashes, oldest first
+        self._pending_blocks = 0
+        self.dropped = 0  # blocks never written: the buffer was full or the store failed
+
+    def remember(self, replica: str, hashes: list[str]) -> None:
+        """The service just sent a request with these leading block hashes to `replica`."""
+        hashes = hashes[:self.blocks_per_replica]
+        with self._lock:
+            if self._pending_blocks + len(hashes) > self.pending_max:
+                self.dropped += len(hashes)  # nobody flushes, or the store is far behind
+                return
+            blocks = self._pending.setdefault(replica, {})
+            before = len(blocks)
+            for h in reversed(hashes):  # the head last: the most recent, evicted last
+                blocks.pop(h, None)
+                blocks[h] = None
+            self._pending_blocks += len(blocks) - before
+
+    @property
+    def pending(self) -> int:
+        """Blocks remembered but not yet written."""
+        return self._pending_blocks
+
+    def flush(self) -> int:
+        """Write what was remembered since the last flush; the number of blocks written."""
+        with self._lock:
+            batch, self._pending, self._pending_blocks = self._pending, {}, 0
+        if not batch:
+            return 0
+        blocks = sum(len(hashes) for hashes in batch.values())
+        if not self._write({replica: list(hashes) for replica, hashes in batch.items()}):
+            self.dropped += blocks
+            return 0
+        return blocks
+
+    def forget(self, replica: str) -> None:
+        """The replica left or restarted with an empty cache."""
+        with self._lock:
+            self._pending_blocks -= len(self._pending.pop(replica, {}))
+        self._forget(replica)
+
+    def stats(self) -> dict[str, Any]:
+        counts = self._count()
+        blocks = counts[1] if counts else None
+        return {
+            "backend": self.backend, "available": counts is not None,
+            "replicas": counts[0] if counts else None, "blocks": blocks,
+            "blocks_per_replica": self.blocks_per_replica, "max_replicas": self.max_replicas,
+            "memory_bound_bytes": self.blocks_per_replica * self.max_replicas * self.bytes_per_block,
+            "estimated_bytes": None if blocks is None else blocks * self.bytes_per_block,
+            "pending": self._pending_blocks, "dropped": self.dropped,
+        }
+
+    @abstractmethod
+    def match(self, replicas: list[str], hashes: list[str]) -> list[int] | None:
+        """Per replica, how many of `hashes`, from the first, it holds; None if the store is down."""
+
+    @abstractmethod
+    def _write(self, batch: dict[str, list[str]]) -> bool: ...
+
+    @abstractmethod
+    def _forget(self, replica: str) -> None: ...
+
+    @abstractmethod
+    def _count(self) -> tuple[int, int] | None: ...
+
+
+class MemoryPrefixIndex(PrefixIndex):
+    """This process's index (no Redis): ordered dicts, least recent first."""
+
+    backend = "memory"
+    bytes_per_block = 140  # a 16-character str and its ordered-dict entry (tracemalloc)
+
+    def __init__(self, **bounds: int | None) -> None:
+        super().__init__(**bounds)
+        self._sets: OrderedDict[str, OrderedDict[str, None]] = OrderedDict()
+        self._store_lock = threading.Lock()
+
+    def match(self, replicas: list[str], hashes: list[str]) -> list[int] | None:
+        counts = []
+        with self._store_lock:
+            for replica in replicas:
+                held, n = self._sets.get(replica, {}), 0
+                while n < len(hashes) and hashes[n] in held:
+                    n += 1
+                counts.append(n)
+        return counts
+
+    def _write(self, batch: dict[str, list[str]]) -> bool:
+        with self._store_lock:
+            for replica, hashes in batch.items():
+                held = self._sets.setdefault(replica, OrderedDict())
+                self._sets.move_to_end(replica)
+                for h in hashes:
+                    held[h] = None
+                    held.move_to_end(h)
+                while len(held) > self.blocks_per_replica:
+                    held.popitem(last=False)
+            while len(self._sets) > self.max_replicas:
+                self._sets.popitem(last=False)
+        return True
+
+    def _forget(self, replica: str) -> None:
+        with self._store_lock:
+            self._sets.pop(replica, None)
+
+    def _count(self) -> tuple[int, int] | None:
+        with self._store_lock:
+            return len(self._sets), sum(len(held) for held in self._sets.values())
+
+
+class RedisPrefixIndex(PrefixIndex):
+    """The index every web worker shares: a sorted set per replica, scored by recency."""
+
+    backend = "redis"
+    bytes_per_block = 118  # MEMORY USAGE of a 8192-member set of 16-hex members (Redis 7.0)
+
+    def __init__(self, url: str | None = None, *, key_prefix: str | None = None,
+                 timeout_s: float | None = None, retry_after_s: float | None = None,
+                 **bounds: int | None) -> None:
+        super().__init__(**bounds)
+        from agent_app.redis_client import KEY_PREFIX
+
+        url = url or settings.REDIS_URL
+        # Clients of its own, without redis-py's default retries (about 3 s of backoff against a dead
+        # Redis): `client` answers the request path within timeout_s, `writer` the background flush.
+        self.client = _client(url, timeout_s or _setting("PREFIX_INDEX_TIMEOUT_SECONDS", 0.1))
+        self.writer = _client(url, 1.0)
+        self.key_prefix = (KEY_PREFIX if key_prefix is None else key_prefix) + "prefix:"
+        self._sets_prefix, self._replicas_key = self.key_prefix + "r:", self.key_prefix + "replicas"
+        self.retry_after_s = (_setting("PREFIX_INDEX_RETRY_SECONDS", 5.0) if retry_after_s is None
+                              else retry_after_s)
+        self._match, self._write_script, self._count_script = (
+            self.writer.register_script(s) for s in (_MATCH, _WRITE, _COUNT))  # each call names its client
+        self._down_until = 0.0  # while Redis is down, skip it rather than wait for its timeouts
+        self._down = False
+
+    def match(self, replicas: list[str], hashes: list[str]) -> list[int] | None:
+        if not hashes or not replicas:
+            return [0] * len(replicas) if self._up() else None
+        keys = [self._sets_prefix + r for r in replicas]
+        counts = self._call(self._match, keys, hashes[:self.blocks_per_replica], self.client)
+        return None if counts is None else [int(n) for n in counts]
+
+    def _write(self, batch: dict[str, list[str]]) -> bool:
+        keys = [self.key_prefix + "tick", self._replicas_key]
+        args: list[Any] = [self.blocks_per_replica, self.max_replicas,
+                           sum(len(h) for h in batch.values()), self._sets_prefix]
+        for replica, hashes in batch.items():
+            keys.append(self._sets_prefix + replica)
+            args += [replica, ",".join(hashes)]
+        return self._call(self._write_script, keys, args, self.writer) is not None
+
+    def _forget(self, replica: str) -> None:
+        def forget(keys: list[str], args: list[str], client: redis.Redis) -> None:
+            client.pipeline().delete(keys[0]).zrem(keys[1], args[0]).execute()
+
+        self._call(forget, [self._sets_prefix + replica, self._replicas_key], [replica], self.writer)
+
+    def _count(self) -> tuple[int, int] | None:
+        counts = self._call(self._count_script, [self._replicas_key], [self._sets_prefix], self.writer)
+        return None if counts is None else (int(counts[0]), int(counts[1]))
+
+    def _up(self) -> bool:
+        return time.monotonic() >= self._down_until
+
+    def _call(self, script: Any, keys: list[str], args: list[Any], client: redis.Redis) -> Any:
+        """The script's answer, or None (logged once per outage) when Redis fails."""
+        if not self._up():
+            return None
+        try:
+            answer = script(keys, args, client)
+        except (redis.RedisError, OSError) as exc:
+            self._down_until = time.monotonic() + self.retry_after_s
+            if not self._down:
+                log.warning("prefix index: Redis unavailable, routing without prefix matches: %s", exc)
+            self._down = True
+            return None
+        if self._down:
+            log.warning("prefix index: Redis answers again")
+            self._down = False
+        return answer
+
+
+def _client(url: str, timeout_s: float) -> redis.Redis:
+    return redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
+                                retry=Retry(NoBackoff(), 0), health_check_interval=30)
+
+
+@lru_cache(maxsize=1)
+def get_prefix_index() -> PrefixIndex:
+    """This process's index: Redis when the service has one (PREFIX_INDEX_STORE overrides)."""
+    store = _setting("PREFIX_INDEX_STORE", "redis" if settings.REDIS_URL else "memory")
+    return RedisPrefixIndex() if store == "redis" else MemoryPrefixIndex()
