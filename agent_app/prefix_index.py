@@ -81,10 +81,6 @@ return {#names, blocks}
 """
 
 
-def _setting(name: str, default: Any) -> Any:
-    return getattr(settings, name, default)
-
-
 class PrefixIndex(ABC):
     """The shared behaviour: the bounds, the buffer of blocks to remember, outage bookkeeping."""
 
@@ -93,9 +89,9 @@ class PrefixIndex(ABC):
 
     def __init__(self, *, blocks_per_replica: int | None = None, max_replicas: int | None = None,
                  pending_max: int | None = None) -> None:
-        self.blocks_per_replica = blocks_per_replica or _setting("PREFIX_INDEX_BLOCKS_PER_REPLICA", 8192)
-        self.max_replicas = max_replicas or _setting("PREFIX_INDEX_MAX_REPLICAS", 64)
-        self.pending_max = pending_max or _setting("PREFIX_INDEX_PENDING_BLOCKS", 16384)
+        self.blocks_per_replica = blocks_per_replica or settings.PREFIX_INDEX_BLOCKS_PER_REPLICA
+        self.max_replicas = max_replicas or settings.PREFIX_INDEX_MAX_REPLICAS
+        self.pending_max = pending_max or settings.PREFIX_INDEX_PENDING_BLOCKS
         self._lock = threading.Lock()  # request threads remember, the refresh thread flushes
         self._pending: dict[str, dict[str, None]] = {}  # replica -> hashes, oldest first
         self._pending_blocks = 0
@@ -223,11 +219,11 @@ class RedisPrefixIndex(PrefixIndex):
         url = url or settings.REDIS_URL
         # Clients of its own, without redis-py's default retries (about 3 s of backoff against a dead
         # Redis): `client` answers the request path within timeout_s, `writer` the background flush.
-        self.client = _client(url, timeout_s or _setting("PREFIX_INDEX_TIMEOUT_SECONDS", 0.1))
+        self.client = _client(url, timeout_s or settings.PREFIX_INDEX_TIMEOUT_SECONDS)
         self.writer = _client(url, 1.0)
         self.key_prefix = (KEY_PREFIX if key_prefix is None else key_prefix) + "prefix:"
         self._sets_prefix, self._replicas_key = self.key_prefix + "r:", self.key_prefix + "replicas"
-        self.retry_after_s = (_setting("PREFIX_INDEX_RETRY_SECONDS", 5.0) if retry_after_s is None
+        self.retry_after_s = (settings.PREFIX_INDEX_RETRY_SECONDS if retry_after_s is None
                               else retry_after_s)
         self._match, self._write_script, self._count_script = (
             self.writer.register_script(s) for s in (_MATCH, _WRITE, _COUNT))  # each call names its client
@@ -289,5 +285,4 @@ def _client(url: str, timeout_s: float) -> redis.Redis:
 @lru_cache(maxsize=1)
 def get_prefix_index() -> PrefixIndex:
     """This process's index: Redis when the service has one (PREFIX_INDEX_STORE overrides)."""
-    store = _setting("PREFIX_INDEX_STORE", "redis" if settings.REDIS_URL else "memory")
-    return RedisPrefixIndex() if store == "redis" else MemoryPrefixIndex()
+    return RedisPrefixIndex() if settings.PREFIX_INDEX_STORE == "redis" else MemoryPrefixIndex()

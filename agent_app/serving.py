@@ -23,6 +23,7 @@ from django.utils import timezone
 from agent_app import metrics
 from agent_app.host_metrics import HostMetrics
 from agent_app.models import AgentConfig, AgentState, ApiKey, ReplicaSelection
+from agent_app.prefix_index import get_prefix_index
 from agent_app.replica_outcomes import OutcomeTally, arm_totals, replica_statistics
 from agent_app.rl.gate import HEURISTIC, MODEL, ArmTotals, GateConfig, Verdict, decide
 from agent_app.rl.inference import NumpyQNetwork, weights_from_bytes
@@ -144,6 +145,8 @@ class PolicyCache:
         except Exception:  # the thread must survive anything; the snapshot stays as it was
             log.exception("policy refresh failed; serving the previous snapshot")
             return
+        finally:
+            get_prefix_index().flush()  # blocks sent since the last refresh; never raises
         if self._database_down:
             log.warning("database answers again; serving model v%s", self.snapshot.model_version)
             self._database_down = False

@@ -6,7 +6,8 @@ training worker), trains a model through POST /train so /select_replica answers 
 
 - /select_replica and /bench/constant (a DRF view that parses the same body and answers a
   constant, served by the same gunicorn), alternated --runs times: the median and the spread
-  (min-max) of the throughput ratio and of the p99 ratio;
+  (min-max) of the throughput ratio and of the p99 ratio; once with the original body (3
+  positional loads) and once with 32 named replicas and their vLLM signals;
 - /record_experience with 1000 experiences per body, --runs times: experiences per second;
 - /record_experience with one experience per body, once;
 - then every endpoint on both workers, and the largest web worker's RSS.
@@ -32,10 +33,10 @@ from pathlib import Path
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.stack import EXPERIENCE, SELECT, Stack, wrk  # noqa: E402
+from benchmarks.stack import EXPERIENCE, SELECT, SELECT_NAMED, Stack, wrk  # noqa: E402
 
 BATCH = 1000
-TARGETS = {"throughput": 0.9, "p99": 1.3, "ingest": 20_000, "rss_mib": 150}
+TARGETS = {"throughput": 0.9, "named_throughput": 0.85, "p99": 1.3, "ingest": 20_000, "rss_mib": 150}
 
 
 def spread(values: list[float]) -> str:
@@ -64,6 +65,20 @@ def train_first(stack: Stack) -> dict:
     policies = {d["policy"] for d in decisions}
     assert policies == {"dqn"}, f"/select_replica should answer with the trained DQN, got {policies}"
     return {"steps": trained.json()["steps_done"], **decisions[0]}
+
+
+def compare(run, body: dict, runs: int, label: str) -> list[tuple[dict, dict]]:
+    """(constant, select_replica) wrk results for `body`, alternating which goes first so drift in
+    the machine's load evens out."""
+    pairs = []
+    for index in range(runs):
+        order = ("/bench/constant", "/select_replica") if index % 2 == 0 else ("/select_replica",
+                                                                              "/bench/constant")
+        result = {path: run(path, body) for path in order}
+        pairs.append((result["/bench/constant"], result["/select_replica"]))
+        print(f"  {label}, run {index + 1}: constant {result['/bench/constant']['rps']:.0f} req/s, "
+              f"select_replica {result['/select_replica']['rps']:.0f} req/s", flush=True)
+    return pairs
 
 
 def dqn_selections(stack: Stack) -> dict[str, int]:
@@ -117,14 +132,10 @@ def main() -> None:
             stack, path, body, seconds, conns)
         run("/bench/constant", SELECT, seconds=2), run("/select_replica", SELECT, seconds=2)  # warm up
         before = dqn_selections(stack)
-        pairs = []
-        for index in range(args.runs):  # alternate the order, so drift in the machine's load evens out
-            order = ("/bench/constant", "/select_replica") if index % 2 == 0 else ("/select_replica",
-                                                                                  "/bench/constant")
-            result = {path: run(path, SELECT) for path in order}
-            pairs.append((result["/bench/constant"], result["/select_replica"]))
-            print(f"  run {index + 1}: constant {result['/bench/constant']['rps']:.0f} req/s, "
-                  f"select_replica {result['/select_replica']['rps']:.0f} req/s", flush=True)
+        pairs = compare(run, SELECT, args.runs, "original body")
+        policies = {stack.post("/select_replica", SELECT_NAMED).json()["policy"] for _ in range(8)}
+        assert policies == {"dqn"}, f"32 named replicas should be routed by the DQN, got {policies}"
+        named = compare(run, SELECT_NAMED, args.runs, "32 named replicas")
         after = dqn_selections(stack)
         others = sum(after.get(p, 0) - before.get(p, 0) for p in ("explore", "least_loaded"))
         assert others == 0, f"{others} selections during the runs were not made by the DQN"
@@ -136,6 +147,8 @@ def main() -> None:
 
     rows = [("constant DRF endpoint (reference)", [c for c, _ in pairs]),
             ("/select_replica (policy dqn)", [s for _, s in pairs]),
+            ("constant, 32 named replicas' body", [c for c, _ in named]),
+            ("/select_replica, 32 named replicas", [s for _, s in named]),
             ("/record_experience (one per request)", [single]),
             (f"/record_experience ({BATCH} per batch)", batches)]
     print(f"\n{'endpoint (median of runs)':40} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
@@ -149,6 +162,9 @@ def main() -> None:
     print(f"\nselect_replica / constant DRF throughput: {spread(throughput)} "
           f"(target >= {TARGETS['throughput']}x)")
     print(f"select_replica / constant DRF p99:        {spread(p99)} (target <= {TARGETS['p99']}x)")
+    named_p99 = spread([s["p99_ms"] / c["p99_ms"] for c, s in named])
+    print(f"the same, 32 named replicas, throughput:  {spread([s['rps'] / c['rps'] for c, s in named])} "
+          f"(target >= {TARGETS['named_throughput']}x); p99 {named_p99}")
     print(f"record_experience, {BATCH} per batch:      {statistics.median(ingest):,.0f} experiences/s "
           f"(min-max {min(ingest):,.0f}-{max(ingest):,.0f}; target >= {TARGETS['ingest']:,})")
     print(f"RSS of one web worker after every endpoint: {max(rss.values()):.0f} MiB "

@@ -5,7 +5,8 @@
 (a) learner gradient steps/s (default config, batch 64, sampling included) vs a plain eager
     PyTorch DQN loop written inline below the way reference implementations write it;
 (b) cost per training step of the prioritized buffer over the uniform one;
-(c) single-state decision time of NumpyQNetwork vs an eager torch no_grad forward.
+(c) single-state decision time of NumpyQNetwork vs an eager torch no_grad forward;
+(d) the per-replica network's whole decision over 32 named replicas in NumPy (target <= 50 us).
 Runs alternate between the contenders in rounds and report medians, because shared machines
 are noisy; only the ratios are meaningful across machines.
 """
@@ -29,9 +30,16 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agent_app.rl import DQNAgent, DQNConfig, routing_config  # noqa: E402
+from agent_app.rl.config import per_replica_config  # noqa: E402
+from agent_app.rl.replica_features import (  # noqa: E402
+    compact_observation,
+    encode_context,
+    encode_rows,
+    pad_compact,
+)
 
 NUM_REPLICAS = 3
-TARGETS = {"learner": 1.3, "per_overhead": 1.25, "decision": 3.0}
+TARGETS = {"learner": 1.3, "per_overhead": 1.25, "decision": 3.0, "cluster_decision_us": 50.0}
 
 
 def timed_rounds(contenders: dict[str, Callable[[], object]], rounds: int, calls: int) -> dict:
@@ -185,6 +193,37 @@ def bench_decision(rounds: int, calls: int) -> float:
     return ratio
 
 
+def bench_cluster_decision(rounds: int, calls: int, replicas: int = 32) -> float:
+    """The per-replica network's whole decision for a named cluster, as /select_replica makes it:
+    encode the rows and the context, score every replica, pick the best."""
+    agent = DQNAgent(per_replica_config(64, seed=0, device="cpu"))
+    numpy_net, torch_net = agent.numpy_network(), agent.online
+    rng = np.random.default_rng(0)
+    loads = rng.integers(0, 60, replicas).astype(float).tolist()
+    signals = {"running": rng.integers(0, 30, replicas).tolist(),
+               "latency_ms": rng.uniform(500, 9000, replicas).tolist()}
+    extras = rng.random(7).tolist()
+
+    def numpy_decision() -> int:
+        rows = encode_rows(loads, signals)
+        scores = numpy_net.score(rows, encode_context(extras, 812, 256))
+        return int(scores.argmax())
+
+    flat = torch.from_numpy(pad_compact([compact_observation(encode_rows(loads, signals),
+                                                             encode_context(extras, 812, 256))], 64))
+
+    def eager_torch() -> int:
+        with torch.no_grad():
+            return int(torch_net(flat)[0].argmax())
+
+    assert numpy_decision() == eager_torch()
+    times = timed_rounds({"numpy": numpy_decision, "torch": eager_torch}, rounds, calls * 5)
+    print(f"(d) one decision over {replicas} named replicas (per-replica network: features, scores, argmax)")
+    print(f"    NumPy {times['numpy'] * 1e6:6.1f} us (target <= {TARGETS['cluster_decision_us']} us)   "
+          f"eager torch forward alone {times['torch'] * 1e6:6.1f} us")
+    return times["numpy"] * 1e6
+
+
 def _cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -216,11 +255,13 @@ def main() -> int:
         "learner": bench_learner(args.rounds, args.steps),
         "per_overhead": bench_per(args.rounds, args.steps),
         "decision": bench_decision(args.rounds, args.steps),
+        "cluster_decision_us": bench_cluster_decision(args.rounds, args.steps),
     }
     met = {
         "learner": results["learner"] >= TARGETS["learner"],
         "per_overhead": results["per_overhead"] <= TARGETS["per_overhead"],
         "decision": results["decision"] >= TARGETS["decision"],
+        "cluster_decision_us": results["cluster_decision_us"] <= TARGETS["cluster_decision_us"],
     }
     print("summary: " + ", ".join(f"{k} {'met' if v else 'MISSED'}" for k, v in met.items()))
     return 1 if args.strict and not all(met.values()) else 0

@@ -21,6 +21,11 @@ ROOT = Path(__file__).resolve().parent.parent
 PORT = 5055
 SELECT = {"replica_loads": [5, 3, 7], "queue_depth": 12, "recent_latency_ms": 280.5, "current_rps": 8.2,
           "success_rate": 0.98}
+# The named body over 32 replicas, as a gateway reading vLLM's metrics sends it.
+SELECT_NAMED = {"replicas": [{"name": f"gpu-{i}", "load": (7 * i) % 40, "running": (7 * i) % 32,
+                              "waiting": i % 3, "kv_cache_usage": (i % 10) / 10} for i in range(32)],
+                "request": {"prompt_tokens": 812, "max_tokens": 256},
+                **{key: value for key, value in SELECT.items() if key != "replica_loads"}}
 EXPERIENCE = {"state": [5, 3, 7, 12, 0.28, 8.2, 0.98, 0.5, 0.4, 0.5], "action": 1, "latency_ms": 265.3,
               "success": True, "replica_loads": [5, 4, 7]}
 

@@ -1,5 +1,6 @@
 """The `/select_replica` body: the original one (`replica_loads`), or the per-replica form
-(`replicas` with optional running, waiting and KV-cache usage each, and the request's size)."""
+(`replicas` with optional running, waiting and KV-cache usage each, and the request's size and
+prefix hashes)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 
 REPLICA_FIELDS = ("running", "waiting", "kv_cache_usage")
 REQUEST_FIELDS = ("prompt_tokens", "max_tokens")
+MAX_PREFIX_HASHES = 512
 
 
 def select_payload(
@@ -46,6 +48,8 @@ def select_payload(
         sized = {key: int(request[key]) for key in REQUEST_FIELDS if request.get(key) is not None}
         if any(value < 0 for value in sized.values()):
             raise ValueError(f"request sizes must be >= 0, got {sized}")
+        if request.get("prefix_hashes"):  # rlagent_client/prefix.py; the service takes up to 512
+            sized["prefix_hashes"] = [str(h) for h in request["prefix_hashes"][:MAX_PREFIX_HASHES]]
         if sized:
             out["request"] = sized
     return out

@@ -260,6 +260,20 @@ REWARD_LATENCY_MODE = env_choice("REWARD_LATENCY_MODE", "log", ("log", "per_toke
 # failures, time per token): recent outcomes count most, a replica's past fades in a few minutes.
 REPLICA_STATS_HALF_LIFE_SECONDS = env_float("REPLICA_STATS_HALF_LIFE_SECONDS", 30.0, minimum=1.0,
                                             maximum=3600.0)
+# Prefix-cache awareness (agent_app/prefix_index.py): which prompt-prefix blocks the service sent
+# to each replica, least recently used forgotten first, in Redis when configured (shared by the web
+# workers), else in each web worker's memory. The bound is per replica, as a replica's KV cache is.
+PREFIX_INDEX_STORE = env_choice("PREFIX_INDEX_STORE", "redis" if REDIS_HOST else "memory",
+                                ("redis", "memory"))
+if PREFIX_INDEX_STORE == "redis" and not REDIS_HOST:
+    raise ImproperlyConfigured("Environment variable PREFIX_INDEX_STORE=redis needs REDIS_HOST to be set.")
+PREFIX_INDEX_BLOCKS_PER_REPLICA = env_int("PREFIX_INDEX_BLOCKS_PER_REPLICA", 8192, minimum=16,
+                                          maximum=1_000_000)
+PREFIX_INDEX_MAX_REPLICAS = env_int("PREFIX_INDEX_MAX_REPLICAS", 256, minimum=1, maximum=10_000)
+PREFIX_INDEX_PENDING_BLOCKS = env_int("PREFIX_INDEX_PENDING_BLOCKS", 16384, minimum=64, maximum=10_000_000)
+# How long a match may wait for Redis, and how long Redis is left alone after it failed.
+PREFIX_INDEX_TIMEOUT_SECONDS = env_float("PREFIX_INDEX_TIMEOUT_SECONDS", 0.1, minimum=0.001, maximum=10.0)
+PREFIX_INDEX_RETRY_SECONDS = env_float("PREFIX_INDEX_RETRY_SECONDS", 5.0, minimum=0.0, maximum=3600.0)
 # Seconds a trainer's lease lasts without renewal: how long a killed trainer blocks the next one.
 TRAINING_LEASE_SECONDS = env_float("TRAINING_LEASE_SECONDS", 30.0, minimum=2.0)
 # How long POST /train waits for the training worker before answering 504.

@@ -17,9 +17,10 @@ import requests
 
 from simulator.dqn_policy import add_curve_point
 
-# The service's /select_replica takes the original specification's five fields; the simulator's
-# additions (``replicas``, ``request``) stay on the gateway's side.
+# The original specification's five fields; with ``named`` the loads go as named ``replicas`` with
+# what a vLLM replica reports, and the request's token counts as ``request``.
 SELECT_FIELDS = ("replica_loads", "queue_depth", "recent_latency_ms", "current_rps", "success_rate")
+REPLICA_FIELDS = ("name", "load", "running", "waiting", "kv_cache_usage")
 
 
 class ServicePolicy:
@@ -30,7 +31,7 @@ class ServicePolicy:
     def __init__(self, base_url: str | None, api_key: str | None, train_requests: int = 10_000,
                  train_every: int = 16, iterations: int = 8, batch_size: int | None = None,
                  report_batch: int = 32, timeout_s: float = 10.0, curve_every: int = 250,
-                 connect: Callable[[int], tuple[str, str]] | None = None) -> None:
+                 connect: Callable[[int], tuple[str, str]] | None = None, named: bool = True) -> None:
         """``connect`` (with ``base_url`` None) starts the service at the first ``start``: it gets
         the scenario's replica count, the service's NUM_REPLICAS, and returns (base_url, api_key)."""
         if base_url is None and connect is None:
@@ -43,6 +44,7 @@ class ServicePolicy:
         if base_url is not None:
             self._use(base_url, api_key or "")
         self._connect = connect
+        self.named = named  # the named body (any cluster size) or the original positional one
         self.num_replicas: int | None = None
         self._decisions: dict[int, str] = {}
         self._pending: list[dict] = []
@@ -68,7 +70,7 @@ class ServicePolicy:
             if not self.base_url:
                 self._use(*self._connect(n))
             self.num_replicas = n
-        elif n != self.num_replicas:
+        elif n != self.num_replicas and not self.named:
             raise ValueError(f"the service routes {self.num_replicas} replicas; this run has {n}")
 
     def set_mode(self, mode: str) -> None:
@@ -78,6 +80,13 @@ class ServicePolicy:
 
     def choose(self, request_fields: dict, rng: np.random.Generator) -> int:
         body = {key: request_fields[key] for key in SELECT_FIELDS if key in request_fields}
+        if self.named:
+            del body["replica_loads"]
+            body["replicas"] = [{key: r[key] for key in REPLICA_FIELDS if key in r}
+                                for r in request_fields["replicas"]]
+            request = request_fields.get("request") or {}
+            body["request"] = {key: int(request[key]) for key in ("prompt_tokens", "max_tokens")
+                               if key in request}
         response = self.http.post(f"{self.base_url}/select_replica", json=body,
                                   timeout=self.timeout_s)
         response.raise_for_status()
@@ -91,10 +100,11 @@ class ServicePolicy:
         decision_id = self._decisions.pop(id(experience["state"]), None)
         if self.mode == "eval" or decision_id is None:
             return
-        self._pending.append({
-            "decision_id": decision_id, "latency_ms": experience["latency_ms"],
-            "success": experience["success"], "replica_loads": experience["replica_loads"],
-        })
+        report = {"decision_id": decision_id, "latency_ms": experience["latency_ms"],
+                  "success": experience["success"], "replica_loads": experience["replica_loads"]}
+        if self.named and experience.get("ttft_ms") is not None:
+            report.update(ttft_ms=experience["ttft_ms"], output_tokens=int(experience["output_tokens"]))
+        self._pending.append(report)
         if len(self._pending) >= self.report_batch:
             self.flush()
 

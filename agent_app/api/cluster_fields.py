@@ -23,6 +23,8 @@ _UNBOUNDED_LOAD = 1e6  # as serializers.MAX_LOAD
 REPLICA_SIGNALS = {"running": (0.0, _UNBOUNDED_LOAD), "waiting": (0.0, _UNBOUNDED_LOAD),
                    "kv_cache_usage": (0.0, 1.0)}
 REQUEST_FEATURES = ("prompt_tokens", "max_tokens")
+MAX_PREFIX_HASHES = 512
+PREFIX_HASH = re.compile(r"\A[A-Za-z0-9_-]{1,64}\Z")
 
 
 def replica_name(value: object, where: str) -> str:
@@ -64,7 +66,8 @@ class ReplicaListField(serializers.Field):
 
 
 class RequestFeaturesField(serializers.Field):
-    """{"prompt_tokens"?: int, "max_tokens"?: int}: what the gateway knows of the request."""
+    """{"prompt_tokens"?: int, "max_tokens"?: int, "prefix_hashes"?: [...]}: what the gateway knows of the
+    request; prefix_hashes (rlagent_client/prefix.py) are up to 512 strings or integers, kept as strings."""
 
     fast_path_safe = True
 
@@ -75,6 +78,8 @@ class RequestFeaturesField(serializers.Field):
         for key in REQUEST_FEATURES:
             if key in data:
                 out[key] = token_count(data[key], key)
+        if "prefix_hashes" in data:
+            out["prefix_hashes"] = prefix_hashes(data["prefix_hashes"])
         return out
 
     def to_representation(self, value: dict) -> dict:
@@ -88,6 +93,22 @@ def token_count(value: object, where: str) -> int:
         raise serializers.ValidationError(
             f"{where}: must be an integer between 0 and {MAX_TOKENS}, got {value!r}"[:300])
     return value
+
+
+def prefix_hashes(value: object) -> list[str]:
+    if not isinstance(value, list) or len(value) > MAX_PREFIX_HASHES:
+        raise serializers.ValidationError(f"prefix_hashes: must be a list of at most {MAX_PREFIX_HASHES}")
+    out = []
+    for i, item in enumerate(value):
+        if isinstance(item, int) and not isinstance(item, bool) and 0 <= item < 2**64:
+            out.append(str(item))
+        elif isinstance(item, str) and PREFIX_HASH.match(item):
+            out.append(item)
+        else:
+            raise serializers.ValidationError(
+                f"prefix_hashes[{i}]: must be an integer 0 to 2**64-1 or 1-64 letters, digits, _ or -, "
+                f"got {item!r}"[:300])
+    return out
 
 
 class LoadListField(serializers.Field):

@@ -152,6 +152,9 @@ class SelectReplicaResponse(serializers.Serializer):
     model_version = serializers.IntegerField()
     decision_id = serializers.CharField(help_text="Send back to /record_experience instead of state+action.")
     state = serializers.ListField(child=serializers.FloatField())
+    prefix_match = serializers.DictField(
+        allow_null=True, help_text="With request.prefix_hashes: {blocks, of}, the prefix blocks the chosen "
+                                   "replica likely holds (blocks null, with a reason, if the index is down).")
 
 
 class ExperienceRequest(LeanSerializer):
@@ -302,6 +305,7 @@ class StatsResponse(serializers.Serializer):
     target_syncs = serializers.IntegerField()
     ab = serializers.DictField(allow_null=True, help_text="A/B results per arm (GET /ab_results).")
     routing = serializers.DictField(help_text="Who routes (the model or least-loaded) and the evidence.")
+    prefix_index = serializers.DictField(help_text="The prefix index: store, blocks held, memory bound.")
     replicas = serializers.DictField(
         child=serializers.DictField(child=serializers.FloatField()),
         help_text="Per replica: share of recent outcomes, requests (half-life weighted), latency_ms, "

@@ -13,15 +13,17 @@ from agent_app.rl.state import EXTRA_FEATURES
 
 # Optional per-replica signals, each encoded as (value, present). Scales map typical values to ~[0, 1].
 OPTIONAL_REPLICA = ("running", "waiting", "kv_cache_usage", "tpot_ms", "ttft_ms_per_ktok", "failure_rate",
-                    "latency_ms")
+                    "latency_ms", "prefix_match")
 _REPLICA_SCALES = {"running": 100.0, "waiting": 100.0, "kv_cache_usage": 1.0, "tpot_ms": 100.0,
-                   "ttft_ms_per_ktok": 1000.0, "failure_rate": 1.0, "latency_ms": 10_000.0}
+                   "ttft_ms_per_ktok": 1000.0, "failure_rate": 1.0, "latency_ms": 10_000.0,
+                   "prefix_match": 1.0}
 # What the service learns per replica from recorded outcomes (the rest a gateway reports).
 LEARNED_REPLICA = ("tpot_ms", "ttft_ms_per_ktok", "failure_rate", "latency_ms")
 REPLICA_DIM = 1 + 2 * len(OPTIONAL_REPLICA)  # load, then (value, flag) per optional signal
 # The specification's seven cluster features, then the request's (value, flag) pairs.
 CONTEXT_DIM = len(EXTRA_FEATURES) + 4
 _LOAD_SCALE = 100.0
+_INVERSE_SCALES = 1.0 / np.array([_LOAD_SCALE, *(_REPLICA_SCALES[name] for name in OPTIONAL_REPLICA)])
 _TOKENS_LOG_SCALE = math.log1p(8192.0)
 _CLIP = 10.0
 
@@ -38,6 +40,7 @@ class ReplicaFeatures:
     ttft_ms_per_ktok: float | None = None  # learned: recent time to first token per 1000 prompt tokens
     failure_rate: float | None = None  # learned: recent share of failed requests
     latency_ms: float | None = None  # learned: recent end-to-end latency of its successful requests
+    prefix_match: float | None = None  # share of the request's prefix blocks it likely holds (0-1)
 
     def encode(self) -> list[float]:
         row = [_clip(self.load / _LOAD_SCALE)]
@@ -52,17 +55,19 @@ def encode_rows(loads: Sequence[float], signals: dict[str, Sequence[float | None
     """`ReplicaFeatures.encode` for a whole cluster at once, (n, REPLICA_DIM) float32: the loads, then
     each optional signal's values by replica (None where unknown); a signal not in `signals` is
     unknown for every replica. Vectorised for the service's hot path."""
-    n = len(loads)
-    rows = np.zeros((n, REPLICA_DIM), dtype=np.float32)
-    rows[:, 0] = np.clip(np.asarray(loads, dtype=np.float32) / _LOAD_SCALE, -_CLIP, _CLIP)
-    for k, name in enumerate(OPTIONAL_REPLICA):
-        values = signals.get(name)
-        if values is None:
-            continue
-        column = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
-        known = np.isfinite(column)
-        rows[:, 1 + 2 * k] = np.clip(np.where(known, column, 0.0) / _REPLICA_SCALES[name], -_CLIP, _CLIP)
-        rows[:, 2 + 2 * k] = known
+    present = [k for k, name in enumerate(OPTIONAL_REPLICA) if signals.get(name) is not None]
+    nan = math.nan
+    # One array for the loads and every reported signal (None -> NaN), then a few whole-array steps.
+    columns = np.array([loads, *([nan if v is None else v for v in signals[OPTIONAL_REPLICA[k]]]
+                                 for k in present)], dtype=np.float64).T
+    rows = np.zeros((len(loads), REPLICA_DIM), dtype=np.float32)
+    known = np.isfinite(columns)
+    scaled = np.clip(np.where(known, columns, 0.0) * _INVERSE_SCALES[[0, *(1 + k for k in present)]],
+                     -_CLIP, _CLIP)
+    rows[:, 0] = scaled[:, 0]
+    value_slots = [1 + 2 * k for k in present]
+    rows[:, value_slots] = scaled[:, 1:]
+    rows[:, [slot + 1 for slot in value_slots]] = known[:, 1:]
     return rows
 
 

@@ -15,6 +15,7 @@ import numpy as np
 from django.conf import settings
 
 from agent_app.decisions import encode_decision
+from agent_app.prefix_index import get_prefix_index
 from agent_app.rl.gate import HEURISTIC, MODEL, assign_arm, bounded_explore
 from agent_app.rl.policy import least_loaded, softmax_confidence
 from agent_app.rl.replica_features import (
@@ -51,10 +52,13 @@ def select_replica(
         memory=snap.memory, cpu=snap.cpu, time_of_day=time_of_day_now(),
     )
     # What the replay learns from: the configured network's view of this decision.
+    hashes, matches = request.get("prefix_hashes"), None
     if settings.RL_NETWORK == "mlp":
         observation, rows, context = state, None, None
     else:
-        rows, context = _observation(state, names, replicas, request, snap)
+        if hashes:  # how much of this request's prefix each replica likely holds: one round trip
+            matches = get_prefix_index().match(names, hashes)
+        rows, context = _observation(state, names, replicas, request, snap, matches)
         observation = compact_observation(rows, context)
     reason = snap.fallback_reason or _unservable(snap, n)
     q_values = None
@@ -80,6 +84,8 @@ def select_replica(
     confidence = softmax_confidence(q_values, action) if q_values is not None else 1.0 / n
     # /stats and /metrics counters, flushed off this path.
     policy_cache.selections[(names[action] if named else action, policy)] += 1
+    if hashes and rows is not None:
+        get_prefix_index().remember(names[action], hashes)  # buffered; the serving refresh writes it
     return {
         "replica_idx": action,
         "replica_name": names[action],
@@ -92,7 +98,18 @@ def select_replica(
                                        arm=arm if settings.RL_ROUTING_GATE else "", replica=names[action],
                                        prompt_tokens=request.get("prompt_tokens")),
         "state": state,
+        "prefix_match": _prefix_match(hashes, matches, action) if rows is not None else None,
     }
+
+
+def _prefix_match(hashes: list[str] | None, matches: list[int] | None, action: int) -> dict | None:
+    """What the chosen replica was expected to hold of the request's prefix, or why it is unknown."""
+    if not hashes:
+        return None
+    if matches is None:
+        return {"blocks": None, "of": len(hashes), "reason": "the prefix index did not answer; "
+                                                              "routed without it"}
+    return {"blocks": matches[action], "of": len(hashes)}
 
 
 def _unservable(snap: ServingSnapshot, n: int) -> str | None:
@@ -107,7 +124,8 @@ def _unservable(snap: ServingSnapshot, n: int) -> str | None:
 
 
 def _observation(state: list[float], names: Sequence[str], replicas: Sequence[dict] | None,
-                 request: dict, snap: ServingSnapshot) -> tuple[np.ndarray, list[float]]:
+                 request: dict, snap: ServingSnapshot,
+                 matches: list[int] | None) -> tuple[np.ndarray, list[float]]:
     """The per-replica network's input: a row per replica (reported signals and learned statistics)
     and the context (the specification's cluster features and the request's token counts)."""
     n = len(names)
@@ -117,6 +135,8 @@ def _observation(state: list[float], names: Sequence[str], replicas: Sequence[di
         for key in REPORTED_SIGNALS:
             if any(key in r for r in replicas):
                 signals[key] = [r.get(key) for r in replicas]
+    if matches is not None:
+        signals["prefix_match"] = [m / len(request["prefix_hashes"]) for m in matches]
     rows = encode_rows(state[:n], signals)
     extras = normalize_one(state, n)[n:]
     context = encode_context(extras, request.get("prompt_tokens"), request.get("max_tokens"))

@@ -9,6 +9,7 @@ from django.conf import settings
 from django.db import DatabaseError, connection
 
 from agent_app.models import AgentState, ReplicaSelection
+from agent_app.prefix_index import get_prefix_index
 from agent_app.replay import StoreUnavailable, get_replay_store
 from agent_app.services import checkpoint_health
 from agent_app.services.ab_testing import ab_results
@@ -60,6 +61,7 @@ def agent_stats() -> dict[str, Any]:
         "ab": ab,
         "routing": routing_summary(),
         "replicas": replica_summary(),
+        "prefix_index": get_prefix_index().stats(),
     }
 
 

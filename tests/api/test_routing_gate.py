@@ -68,5 +68,7 @@ def test_exploration_under_the_gate_stays_near_the_best_q(client, gate, fill, se
     assert client.post("/train?batch_size=64&iterations=50").status_code == 200
     settings.RL_EXPLORATION_MARGIN = 0.0  # only replicas tied with the best may be explored
     decisions = [d for d in decide(client, 200) if d["policy"] == "explore"]
-    best = int(policy_cache.snapshot.network.q_values(normalize_state(decisions[0]["state"], 3)).argmax())
-    assert decisions and all(d["replica_idx"] == best for d in decisions)
+    network = policy_cache.snapshot.network
+    # Each decision's own state: memory, CPU and the time of day move between requests.
+    best = [int(network.q_values(normalize_state(d["state"], 3)).argmax()) for d in decisions]
+    assert decisions and [d["replica_idx"] for d in decisions] == best

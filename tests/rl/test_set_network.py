@@ -92,7 +92,8 @@ def test_adding_or_removing_a_replica_leaves_the_others_features_alone() -> None
 def test_missing_signals_are_marked_absent_not_zero() -> None:
     bare = ReplicaFeatures(load=20.0).encode()
     full = ReplicaFeatures(load=20.0, running=0.0, waiting=0.0, kv_cache_usage=0.0, tpot_ms=0.0,
-                           ttft_ms_per_ktok=0.0, failure_rate=0.0, latency_ms=0.0).encode()
+                           ttft_ms_per_ktok=0.0, failure_rate=0.0, latency_ms=0.0,
+                           prefix_match=0.0).encode()
     assert len(bare) == len(full) == REPLICA_DIM
     assert bare[0] == full[0] == pytest.approx(0.2)
     assert bare[1:] == [0.0] * (REPLICA_DIM - 1)  # value 0, flag 0

@@ -13,6 +13,7 @@ cadence stands in for beat. Without it, the DQN runs in-process through the RL c
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -73,6 +74,7 @@ class Command(BaseCommand):
             finally:
                 for stack in stacks:
                     stack.close()
+                    shutil.rmtree(stack.tmp_path, ignore_errors=True)  # its database, logs, checkpoints
 
         return fresh_service
 
