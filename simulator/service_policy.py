@@ -80,8 +80,8 @@ class ServicePolicy:
 
     def choose(self, request_fields: dict, rng: np.random.Generator) -> int:
         body = {key: request_fields[key] for key in SELECT_FIELDS if key in request_fields}
-        if self.named:
-            del body["replica_loads"]
+        if self.named and "replicas" in request_fields:
+            body.pop("replica_loads", None)
             body["replicas"] = [{key: r[key] for key in REPLICA_FIELDS if key in r}
                                 for r in request_fields["replicas"]]
             request = request_fields.get("request") or {}

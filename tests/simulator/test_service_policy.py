@@ -91,15 +91,27 @@ def test_eval_mode_decides_without_reporting_or_training() -> None:
     assert policy.reported == 40 and service.steps == steps
 
 
-def test_only_the_fields_the_service_accepts_are_sent() -> None:
+BODY = {"replica_loads": [1, 0, 2], "queue_depth": 0.0, "recent_latency_ms": 10.0, "current_rps": 1.0,
+        "success_rate": 1.0,
+        "replicas": [{"name": "r0", "load": 1, "running": 1, "waiting": 0, "kv_cache_usage": 0.1,
+                      "extra": 3}],
+        "request": {"prompt_tokens": 10, "max_tokens": 5, "prefix_hashes": [1]}}
+
+
+def test_the_named_body_is_sent_with_only_the_fields_the_service_reads() -> None:
     policy, service, context = make_policy()
-    body = {"replica_loads": [1, 0, 2], "queue_depth": 0.0, "recent_latency_ms": 10.0,
-            "current_rps": 1.0, "success_rate": 1.0,
-            "replicas": [{"name": "r0", "load": 1, "running": 1, "waiting": 0, "kv_cache_usage": 0.1}],
-            "request": {"prompt_tokens": 10, "max_tokens": 5, "prefix_hashes": [1]}}
-    policy.choose(body, None)
-    assert service.selects == [{k: body[k] for k in list(body)[:5]}]
-    assert "replicas" in body  # the caller's body is left as it was
+    policy.choose(BODY, None)
+    extras = {k: BODY[k] for k in ("queue_depth", "recent_latency_ms", "current_rps", "success_rate")}
+    assert service.selects == [{**extras, "replicas": [{"name": "r0", "load": 1, "running": 1, "waiting": 0,
+                                                        "kv_cache_usage": 0.1}],
+                                "request": {"prompt_tokens": 10, "max_tokens": 5}}]
+    assert "replicas" in BODY and "extra" in BODY["replicas"][0]  # the caller's body is left as it was
+
+
+def test_the_original_body_is_sent_when_asked() -> None:
+    policy, service, context = make_policy(named=False)
+    policy.choose(BODY, None)
+    assert service.selects == [{k: BODY[k] for k in list(BODY)[:5]}]
 
 
 def test_a_service_started_on_demand_gets_the_scenarios_replica_count_once() -> None:
@@ -109,7 +121,7 @@ def test_a_service_started_on_demand_gets_the_scenarios_replica_count_once() -> 
         started.append(num_replicas)
         return "http://fresh/", "k2"
 
-    policy = ServicePolicy(None, None, connect=launch)
+    policy = ServicePolicy(None, None, connect=launch, named=False)
     policy.http = FakeService()
     context = Context()
     context.num_replicas = 4  # the trace fleet
@@ -135,7 +147,7 @@ def test_simulate_through_api_starts_each_service_with_the_scenarios_replica_cou
         api_key = "key"
 
         def __init__(self, folder, use_services: bool, port: int | None = None, **env: str) -> None:
-            self.env, self.started, self.closed = env, [], False
+            self.env, self.started, self.closed, self.tmp_path = env, [], False, folder
             made.append(self)
 
         def start(self, name: str) -> None:
