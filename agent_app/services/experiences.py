@@ -14,14 +14,13 @@ from agent_app.replay import ExperienceRecord, get_replay_store
 from agent_app.replica_outcomes import Outcome
 from agent_app.rl.replica_features import (
     LEARNED_REPLICA,
-    compact_observation,
     compact_with_loads,
     encode_context,
     encode_rows,
     is_compact,
 )
 from agent_app.rl.reward import RewardConfig, compute_rewards
-from agent_app.rl.state import next_state_after, normalize_one
+from agent_app.rl.state import next_state_after, normalize_state
 from agent_app.serving import policy_cache
 
 
@@ -42,16 +41,15 @@ def build_records(items: Sequence[dict[str, Any]]) -> list[ExperienceRecord]:
     sent; otherwise the same state with the loads the client reported after the request.
     """
     rewards = _rewards(items, policy_cache.snapshot.reward_config)
-    per_replica = settings.RL_NETWORK == "per_replica"
+    raw = [row for row, item in enumerate(items) if not is_compact(item["state"])]
+    converted = _as_observations(items, raw) if settings.RL_NETWORK == "per_replica" else {}
     records = []
-    for item, reward in zip(items, rewards, strict=True):
+    for row, (item, reward) in enumerate(zip(items, rewards, strict=True)):
         state, loads = item["state"], item["replica_loads"]
-        if is_compact(state):
+        if row in converted:
+            state, next_state = converted[row]
+        elif is_compact(state):
             next_state = compact_with_loads(state, loads)
-        elif per_replica:
-            state = _as_observation(state)
-            next_state = _as_observation(item["next_state"]) if item.get("next_state") is not None \
-                else compact_with_loads(state, loads)
         else:
             next_state = item.get("next_state") or next_state_after(state, loads)
         records.append(ExperienceRecord(
@@ -81,13 +79,31 @@ def _rewards(items: Sequence[dict[str, Any]], config: RewardConfig) -> list[floa
     return rewards
 
 
-def _as_observation(state: Sequence[float]) -> list[float]:
-    """A raw N + 7 state over REPLICA_NAMES as the per-replica network's observation."""
+def _as_observations(items: Sequence[dict[str, Any]], rows: list[int]) -> dict[int, tuple[list, list]]:
+    """Raw N + 7 states over REPLICA_NAMES (reports in the original form) as the per-replica
+    network's observations, (state, next state) by row, for the whole batch at once: every replica
+    row is what the service knows of that replica now, with the report's load."""
+    if not rows:
+        return {}
     snap, names = policy_cache.snapshot, settings.REPLICA_NAMES
+    n = len(names)
     learned = [snap.replica_stats.get(name, {}) for name in names]
-    rows = encode_rows(state[: len(names)], {key: [s.get(key) for s in learned] for key in LEARNED_REPLICA})
-    extras = normalize_one(list(state), len(names))[len(names):]
-    return compact_observation(rows, encode_context(extras))
+    template = encode_rows([0.0] * n, {key: [s.get(key) for s in learned] for key in LEARNED_REPLICA})
+
+    def observations(states: np.ndarray) -> list[list[float]]:
+        replica_rows = np.repeat(template[None], len(states), axis=0)
+        replica_rows[:, :, 0] = encode_rows(states[:, :n].ravel(), {})[:, 0].reshape(len(states), n)
+        contexts = [encode_context(extras) for extras in normalize_state(states, n)[:, n:].tolist()]
+        return np.concatenate([np.full((len(states), 1), -float(n)), replica_rows.reshape(len(states), -1),
+                               np.asarray(contexts)], axis=1).tolist()
+
+    states = np.array([items[row]["state"] for row in rows], dtype=np.float32)
+    nexts = states.copy()
+    nexts[:, :n] = [items[row]["replica_loads"] for row in rows]
+    for i, row in enumerate(rows):
+        if items[row].get("next_state") is not None:
+            nexts[i] = items[row]["next_state"]
+    return dict(zip(rows, zip(observations(states), observations(nexts), strict=True), strict=True))
 
 
 def _outcomes(items: Sequence[dict[str, Any]], rewards: Sequence[float]) -> list[Outcome]:

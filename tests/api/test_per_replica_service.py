@@ -65,3 +65,14 @@ def test_reports_in_the_original_form_train_the_per_replica_network(client, per_
     assert stored[0] == -3.0  # a compact observation of the 3 replicas of REPLICA_NAMES
     assert client.post("/train?batch_size=64&iterations=20").status_code == 200
     assert select(client, {"replica_loads": [5, 3, 7], **EXTRAS})["model_version"] == 1
+
+
+def test_a_report_in_the_original_form_is_stored_as_the_decision_saw_it(client, per_replica, store):
+    from agent_app.decisions import decode_decision
+
+    decision = select(client, {"replica_loads": [5, 3, 7], **EXTRAS})
+    body = {"state": decision["state"], "action": decision["replica_idx"], "latency_ms": 300.0,
+            "success": True, "replica_loads": [5, 4, 7]}
+    assert client.post("/record_experience", {"experiences": [body] * 3}, format="json").status_code == 201
+    stored = store.recent(1)[0]["state"]
+    assert stored == pytest.approx(decode_decision(decision["decision_id"]).state, abs=1e-6)
