@@ -29,6 +29,7 @@ from agent_app.serving import ServingSnapshot, policy_cache
 
 _rng = random.Random()
 REPORTED_SIGNALS = ("running", "waiting", "kv_cache_usage")
+_NOTHING: dict[str, float] = {}
 
 
 def select_replica(
@@ -129,8 +130,14 @@ def _observation(state: list[float], names: Sequence[str], replicas: Sequence[di
     """The per-replica network's input: a row per replica (reported signals and learned statistics)
     and the context (the specification's cluster features and the request's token counts)."""
     n = len(names)
-    learned = [snap.replica_stats.get(name, {}) for name in names]
-    signals: dict[str, list[float | None]] = {key: [s.get(key) for s in learned] for key in LEARNED_REPLICA}
+    signals: dict[str, list[float | None]] = {}
+    stats = snap.replica_stats
+    if stats:  # what the service learned of each replica (a column nobody has yet is left out)
+        learned = [stats.get(name, _NOTHING) for name in names]
+        for key in LEARNED_REPLICA:
+            column = [s.get(key) for s in learned]
+            if column.count(None) < n:
+                signals[key] = column
     if replicas is not None:
         for key in REPORTED_SIGNALS:
             if any(key in r for r in replicas):
