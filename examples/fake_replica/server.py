@@ -106,7 +106,8 @@ def _text(content: Any) -> str:
 
 
 def _token(index: int) -> str:
-    return "token" if index == 0 else " token"
+    # Varied text: LiteLLM fails a stream of more than 100 identical chunks as a model repeating itself.
+    return f"tok{index % 7}" if index == 0 else f" tok{index % 7}"
 
 
 class _Answer:
@@ -173,10 +174,13 @@ def _handler_for(replica: FakeReplica) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:
             path = self.path.split("?", 1)[0].rstrip("/")
+            # Read the body whatever the path: left unread, it would be taken for the next request
+            # on a kept-alive connection (vllm-router POSTs /v1/chat/completions/render first).
+            raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             if path not in (CHAT, COMPLETION):
                 return self._json(404, {"error": {"message": f"no route {self.path}"}})
             try:
-                request = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                request = json.loads(raw)
                 if not isinstance(request, dict):
                     raise ValueError("body must be a JSON object")
                 job = replica.parse(path, request)
