@@ -8,6 +8,7 @@ under tuning are passed as overrides, never edited in the core.
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,7 @@ from agent_app.rl.replica_features import (
 from agent_app.rl.reward import RewardConfig, compute_reward
 from agent_app.rl.state import StateScales, next_state_after, normalize_state
 from simulator.dqn_gate import HEURISTIC, RoutingGate
+from simulator.service_prefix import SERVICE_BLOCKS, SERVICE_HASHES, ServicePrefixIndex
 
 MODES = ("train", "online", "eval")
 # Measured on the simulator (docs in the report): a 256-sample batch averages out the
@@ -43,6 +45,11 @@ class DQNPolicy:
     ``gate`` (the per-replica network's default; a dict sets its options, ``dqn_gate``):
     least-loaded routes until the model's rewards are significantly better on the requests it
     was given, as the service's cold-start gate does; every decision, either arm's, trains it.
+
+    ``prefix_match`` (the per-replica network's default; a dict sets ``blocks_per_replica``,
+    ``max_hashes`` and ``scale``): each replica's share of the request's leading prefix blocks
+    that the service's index says it holds, a per-replica feature as the service computes it;
+    absent when the request has no ``prefix_hashes``.
     """
 
     name = "dqn"
@@ -52,7 +59,8 @@ class DQNPolicy:
                  state_overrides: dict | None = None, train_every: int = 16,
                  steps_per_train: int = 8, keep_learning: bool | None = None,
                  preset: str = "recommended", gate: bool | dict | None = None,
-                 curve_every: int = 250, curve_window: int = 1000) -> None:
+                 prefix_match: bool | dict | None = None, curve_every: int = 250,
+                 curve_window: int = 1000) -> None:
         self.train_requests = train_requests
         self.seed = seed
         if preset not in PRESETS:
@@ -74,6 +82,7 @@ class DQNPolicy:
             if self.network != "per_replica":
                 raise ValueError("the gate needs the per-replica network (network='per_replica')")
             self.gate = RoutingGate.from_options(options, seed)
+        self.prefix_index, self.prefix_scale = self._prefix_options(prefix_match)
         self.reward = RewardConfig(**(reward_overrides or {}))
         self.scales = StateScales(**(state_overrides or {}))
         self.train_every, self.steps_per_train = train_every, steps_per_train
@@ -93,6 +102,8 @@ class DQNPolicy:
     def start(self, context: Any) -> None:
         """Bind to a simulation; the agent itself survives from the training run to eval."""
         self.context = context
+        if self.prefix_index is not None:  # a new simulation's replicas start with empty caches
+            self.prefix_index.clear()
         if self.agent is None:
             self.num_replicas = context.num_replicas
             overrides = {"seed": self.seed, "device": "cpu", **self.config_overrides}
@@ -118,10 +129,18 @@ class DQNPolicy:
         raw = self.context.raw_state()
         if self.network == "mlp":
             return self.agent.act(self._normalise(raw), explore=self.mode != "eval").action
-        obs, names = self._observation(request_fields, raw)
+        hashes = (request_fields.get("request") or {}).get("prefix_hashes")
+        obs, names = self._observation(request_fields, raw, hashes)
         arm = None if self.gate is None else self.gate.arm()
         # The engine hands the same state list back in the experience: it keys the decision.
         self._pending[id(raw)] = (obs, names, arm)
+        action = self._decide(obs, names, arm, request_fields, rng)
+        if self.prefix_index is not None:  # as the service does after every decision, any arm's
+            self.prefix_index.remember(names[action], hashes)
+        return action
+
+    def _decide(self, obs: np.ndarray, names: list[str], arm: str | None, request_fields: dict,
+                rng: np.random.Generator) -> int:
         if arm is None:
             return self.agent.act(obs, explore=self.mode != "eval").action
         if arm == HEURISTIC:  # least-loaded, random ties: the service's fallback
@@ -160,8 +179,27 @@ class DQNPolicy:
 
     # --- per-replica network ------------------------------------------------------------
 
-    def _observation(self, body: dict, raw: list[float]) -> tuple[np.ndarray, list[str]]:
+    def _prefix_options(self, option: bool | dict | None) -> tuple[ServicePrefixIndex | None, float]:
+        options = option if isinstance(option, dict) else {
+            "enabled": self.network == "per_replica" if option is None else bool(option)}
+        if not options.get("enabled", True):
+            return None, 1.0
+        if self.network != "per_replica":
+            raise ValueError("prefix_match needs the per-replica network (network='per_replica')")
+        unknown = set(options) - {"enabled", "blocks_per_replica", "max_hashes", "scale"}
+        if unknown:
+            raise ValueError(f"unknown prefix_match options: {', '.join(sorted(unknown))}")
+        index = ServicePrefixIndex(int(options.get("blocks_per_replica", SERVICE_BLOCKS)),
+                                   options.get("max_hashes", SERVICE_HASHES))
+        return index, float(options.get("scale", 1.0))
+
+    def _observation(self, body: dict, raw: list[float],
+                     hashes: list | None = None) -> tuple[np.ndarray, list[str]]:
         names, features = replicas_from_body(body, self.replica_stats)
+        shares = None if self.prefix_index is None else self.prefix_index.shares(names, hashes)
+        if shares is not None:
+            features = [replace(f, prefix_match=s * self.prefix_scale)
+                        for f, s in zip(features, shares, strict=True)]
         n = len(features)
         extras = normalize_state(raw, n, self.scales)[n:].tolist()
         request = body.get("request") or {}
@@ -210,6 +248,10 @@ class DQNPolicy:
             "steps_per_train": self.steps_per_train,
             "train_requests": self.train_requests,
             **({"gate": self.gate.describe()} if self.gate is not None else {}),
+            **({"prefix_match": {"blocks_per_replica": self.prefix_index.blocks_per_replica,
+                                 "max_hashes": self.prefix_index.max_hashes,
+                                 "scale": self.prefix_scale}}
+               if self.prefix_index is not None else {}),
         }
 
 
