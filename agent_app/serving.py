@@ -83,7 +83,8 @@ def reward_config_from(config: AgentConfig) -> RewardConfig:
         for name in ("latency_scale_ms", "balance_weight", "failure_penalty")
         if getattr(config, name) is not None
     }
-    return replace(RewardConfig(latency_mode=settings.REWARD_LATENCY_MODE), **overrides)
+    core = RewardConfig(latency_mode=settings.REWARD_LATENCY_MODE, ttft_weight=settings.REWARD_TTFT_WEIGHT)
+    return replace(core, **overrides)
 
 
 class PolicyCache:

@@ -256,6 +256,9 @@ MAX_REPLICAS = env_int("MAX_REPLICAS", 64, minimum=2, maximum=256)
 # to minutes), "per_token" (log of latency per output token; needs output_tokens in the reports) or
 # "linear" (the original specification's 1 - latency/1000, clipped at -10 past 11 s).
 REWARD_LATENCY_MODE = env_choice("REWARD_LATENCY_MODE", "log", ("log", "per_token", "linear"))
+# Weight of the time to first token in the reward, for reports that send ttft_ms: minus this times
+# log(1 + ttft/1000 ms). 0 (off) until measured beyond the prefix-heavy Mooncake trace, where 1 helped.
+REWARD_TTFT_WEIGHT = env_float("REWARD_TTFT_WEIGHT", 0.0, minimum=0.0, maximum=100.0)
 # Half-life of the per-replica statistics the service learns from recorded outcomes (latency,
 # failures, time per token): recent outcomes count most, a replica's past fades in a few minutes.
 REPLICA_STATS_HALF_LIFE_SECONDS = env_float("REPLICA_STATS_HALF_LIFE_SECONDS", 30.0, minimum=1.0,

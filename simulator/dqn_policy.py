@@ -155,7 +155,8 @@ class DQNPolicy:
         """Turn a ``record_experience`` body into a transition, as the service does."""
         reward = compute_reward(experience["latency_ms"], experience["success"],
                                 experience["replica_loads"], self.reward,
-                                output_tokens=experience.get("output_tokens"))
+                                output_tokens=experience.get("output_tokens"),
+                                ttft_ms=experience.get("ttft_ms"))
         self.seen += 1
         self._track(experience, reward)
         if self.network == "per_replica":

@@ -68,11 +68,12 @@ def _rewards(items: Sequence[dict[str, Any]], config: RewardConfig) -> list[floa
         by_size.setdefault(len(item["replica_loads"]), []).append(row)
     for rows in by_size.values():
         tokens = [items[row].get("output_tokens") for row in rows]
+        ttft = [items[row].get("ttft_ms") for row in rows]
         values = compute_rewards(
             np.array([items[row]["latency_ms"] for row in rows], dtype=np.float64),
             np.array([items[row]["success"] for row in rows], dtype=bool),
             np.array([items[row]["replica_loads"] for row in rows], dtype=np.float64), config,
-            output_tokens=None if None in tokens else tokens,
+            output_tokens=None if None in tokens else tokens, ttft_ms=ttft,
         ).tolist()
         for row, value in zip(rows, values, strict=True):
             rewards[row] = value

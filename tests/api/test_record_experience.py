@@ -92,3 +92,12 @@ def test_retried_report_with_the_same_id_is_stored_once(client, store):
     batch = record(client, {"experiences": [{**SEED_EXPERIENCE, "experience_id": "req-43"}] * 3})
     assert (batch["stored"], batch["duplicates"]) == (1, 2)
     assert store.size() == 2
+
+
+def test_a_weighted_time_to_first_token_lowers_the_reward_of_a_slow_first_token(client, settings):
+    settings.REWARD_TTFT_WEIGHT = 1.0
+    fast, slow = (record(client, {**SEED_EXPERIENCE, "ttft_ms": ttft})["rewards"][0]
+                  for ttft in (100.0, 5000.0))
+    without = record(client, SEED_EXPERIENCE)["rewards"][0]
+    assert without > fast > slow
+    assert fast - slow == pytest.approx(np.log1p(5.0) - np.log1p(0.1), abs=1e-5)

@@ -61,3 +61,18 @@ def test_invalid_reward_config_names_the_field() -> None:
         RewardConfig(latency_scale_ms=0)
     with pytest.raises(ValueError, match="clip_min"):
         RewardConfig(clip_min=2.0, clip_max=1.0)
+
+
+def test_time_to_first_token_costs_only_when_weighted_and_reported() -> None:
+    plain = RewardConfig(latency_mode="log")
+    weighted = RewardConfig(latency_mode="log", ttft_weight=1.0)
+    base = compute_reward(2000.0, True, [1, 2], plain, ttft_ms=1500.0)
+    assert compute_reward(2000.0, True, [1, 2], weighted) == pytest.approx(base)  # nothing reported
+    slow_first = compute_reward(2000.0, True, [1, 2], weighted, ttft_ms=1500.0)
+    assert slow_first == pytest.approx(base - np.log1p(1.5))
+    assert compute_reward(2000.0, False, [1, 2], weighted, ttft_ms=1500.0) == -10.0
+    batch = compute_rewards([2000.0, 2000.0], [True, True], [[1, 2], [1, 2]], weighted,
+                            ttft_ms=[1500.0, None])
+    assert batch.tolist() == pytest.approx([slow_first, base])
+    with pytest.raises(ValueError, match="ttft_weight"):
+        RewardConfig(ttft_weight=-1.0)
