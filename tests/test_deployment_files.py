@@ -21,9 +21,22 @@ def settings_variables() -> set[str]:
 
 
 def test_compose_has_every_service_of_the_design():
-    assert set(SERVICES) == {"web", "worker", "beat", "redis", "postgres", "prometheus"}
-    for name in ("web", "worker", "redis", "postgres", "prometheus"):
+    assert set(SERVICES) == {"web", "worker", "beat", "redis", "postgres", "prometheus", "grafana"}
+    for name in ("web", "worker", "redis", "postgres", "prometheus", "grafana"):
         assert "healthcheck" in SERVICES[name], name
+
+
+def test_grafana_is_provisioned_with_prometheus_and_the_dashboard():
+    # source -> path in the container, from "./source:/target:ro"
+    mounts = dict(volume.rsplit(":", 1)[0].split(":", 1) for volume in SERVICES["grafana"]["volumes"])
+    for source in mounts:
+        assert (ROOT / source).exists(), source
+    folder = ROOT / next(s for s, target in mounts.items() if target == "/etc/grafana/provisioning")
+    datasource = yaml.safe_load((folder / "datasources" / "prometheus.yml").read_text())["datasources"][0]
+    assert datasource["type"] == "prometheus" and datasource["url"] == "http://prometheus:9090"
+    provider = yaml.safe_load((folder / "dashboards" / "rlagent.yml").read_text())["providers"][0]
+    dashboard = next(target for s, target in mounts.items() if s.endswith("rlagent-dashboard.json"))
+    assert dashboard.rsplit("/", 1)[0] == provider["options"]["path"]
 
 
 def test_web_serves_gunicorn_on_port_5000():
