@@ -194,6 +194,23 @@ class AgentStateCollector(Collector):
         )
 
 
+class CapacityCollector(Collector):
+    """rlagent_desired_replicas{pool}, only while AUTOSCALE_TARGET_MS is set (agent_app/capacity.py)."""
+
+    def collect(self) -> Iterator[Any]:
+        from agent_app.capacity import POOL, capacity
+
+        decision = capacity.decision()
+        if decision is None:  # off, or no replica seen yet: no series rather than a made-up count
+            return
+        gauge = GaugeMetricFamily(
+            "rlagent_desired_replicas", "LLM replicas of the pool's current mix that hold the latency "
+            "target (AUTOSCALE_TARGET_MS); computed from the shared outcome rows by every web worker.",
+            labels=["pool"])
+        gauge.add_metric([POOL], float(decision.recommendation))
+        yield gauge
+
+
 class Scrape:
     """Process metrics (summed over gunicorn workers in multiprocess mode) plus the agent's state."""
 
@@ -212,8 +229,8 @@ def scrape() -> Scrape:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client.multiprocess import MultiProcessCollector
 
-        return Scrape([MultiProcessCollector(None), AgentStateCollector()])
-    return Scrape([REGISTRY, AgentStateCollector()])
+        return Scrape([MultiProcessCollector(None), AgentStateCollector(), CapacityCollector()])
+    return Scrape([REGISTRY, AgentStateCollector(), CapacityCollector()])
 
 
 def metrics_allowed(request: Any) -> bool:

@@ -96,7 +96,8 @@ class OutcomeTally:
         if time.monotonic() - self._pruned_at > _PRUNE_EVERY_SECONDS:
             self._pruned_at = time.monotonic()
             half_life = settings.REPLICA_STATS_HALF_LIFE_SECONDS
-            kept = max(settings.RL_GATE_WINDOW_SECONDS, _STATS_HALF_LIVES * half_life)
+            kept = max(settings.RL_GATE_WINDOW_SECONDS, settings.AUTOSCALE_WINDOW_SECONDS,
+                       _STATS_HALF_LIVES * half_life)
             ReplicaOutcome.objects.filter(bucket__lt=_bucket_before(kept)).delete()
 
 

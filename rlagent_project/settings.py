@@ -263,6 +263,23 @@ REWARD_TTFT_WEIGHT = env_float("REWARD_TTFT_WEIGHT", 0.0, minimum=0.0, maximum=1
 # failures, time per token): recent outcomes count most, a replica's past fades in a few minutes.
 REPLICA_STATS_HALF_LIFE_SECONDS = env_float("REPLICA_STATS_HALF_LIFE_SECONDS", 30.0, minimum=1.0,
                                             maximum=3600.0)
+# The desired-replica gauge (agent_app/capacity.py): rlagent_desired_replicas{pool="default"}, the
+# LLM replicas that hold this latency target (ms); unset: off, no gauge. The percentile is 50 only
+# and the metric e2e only: the outcome rows keep mean latency, not a histogram, nor raw TTFT.
+AUTOSCALE_TARGET_MS = (env_float("AUTOSCALE_TARGET_MS", 1000.0, minimum=1.0, maximum=3_600_000.0)
+                       if env_str("AUTOSCALE_TARGET_MS", "") else None)
+AUTOSCALE_PERCENTILE = int(env_choice("AUTOSCALE_PERCENTILE", "50", ("50",)))
+AUTOSCALE_METRIC = env_choice("AUTOSCALE_METRIC", "e2e", ("e2e",))
+AUTOSCALE_MIN_REPLICAS = env_int("AUTOSCALE_MIN_REPLICAS", 1, minimum=0, maximum=10_000)
+AUTOSCALE_MAX_REPLICAS = env_int("AUTOSCALE_MAX_REPLICAS", 64, minimum=1, maximum=10_000)
+if AUTOSCALE_MAX_REPLICAS < AUTOSCALE_MIN_REPLICAS:
+    raise ImproperlyConfigured(
+        f"Environment variable AUTOSCALE_MAX_REPLICAS={AUTOSCALE_MAX_REPLICAS} is below "
+        f"AUTOSCALE_MIN_REPLICAS={AUTOSCALE_MIN_REPLICAS}.")
+# Seconds of outcomes one evaluation reads, and how long the estimate must stay lower before the
+# recommendation goes down (it goes up at once).
+AUTOSCALE_WINDOW_SECONDS = env_float("AUTOSCALE_WINDOW_SECONDS", 60.0, minimum=10.0, maximum=600.0)
+AUTOSCALE_COOLDOWN_SECONDS = env_float("AUTOSCALE_COOLDOWN_SECONDS", 300.0, minimum=0.0, maximum=86_400.0)
 # Prefix-cache awareness (agent_app/prefix_index.py): which prompt-prefix blocks the service sent
 # to each replica, least recently used forgotten first, in Redis when configured (shared by the web
 # workers), else in each web worker's memory. The bound is per replica, as a replica's KV cache is.

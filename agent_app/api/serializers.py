@@ -306,6 +306,8 @@ class StatsResponse(serializers.Serializer):
     ab = serializers.DictField(allow_null=True, help_text="A/B results per arm (GET /ab_results).")
     routing = serializers.DictField(help_text="Who routes (the model or least-loaded) and the evidence.")
     prefix_index = serializers.DictField(help_text="The prefix index: store, blocks held, memory bound.")
+    capacity = serializers.DictField(help_text="Replicas the pool needs for AUTOSCALE_TARGET_MS: off, no "
+                                               "outcomes yet, or the recommendation and its reasoning.")
     replicas = serializers.DictField(
         child=serializers.DictField(child=serializers.FloatField()),
         help_text="Per replica: share of recent outcomes, requests (half-life weighted), latency_ms, "

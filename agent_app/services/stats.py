@@ -8,6 +8,7 @@ from typing import Any
 from django.conf import settings
 from django.db import DatabaseError, connection
 
+from agent_app.capacity import capacity
 from agent_app.models import AgentState, ReplicaSelection
 from agent_app.prefix_index import get_prefix_index
 from agent_app.replay import StoreUnavailable, get_replay_store
@@ -62,6 +63,7 @@ def agent_stats() -> dict[str, Any]:
         "routing": routing_summary(),
         "replicas": replica_summary(),
         "prefix_index": get_prefix_index().stats(),
+        "capacity": capacity.summary(),
     }
 
 
