@@ -120,11 +120,16 @@ class ExperienceSchema(OpenApiSerializerExtension):
 
     def map_serializer(self, auto_schema, direction):
         schema = auto_schema._map_serializer(self.target, direction, bypass_extensions=True)
+        schema["properties"]["replica"] = {**schema["properties"]["replica"], "enum": settings.REPLICA_NAMES}
+        # With state, the loads are NUM_REPLICAS; with a decision_id, one per replica of the
+        # decision, a count the token carries and the schema cannot state.
+        positional = {"properties": {"replica_loads": {"minItems": settings.NUM_REPLICAS,
+                                                       "maxItems": settings.NUM_REPLICAS}}}
         schema["oneOf"] = [
             {"required": ["state", "action"], "not": {"anyOf": [{"required": ["decision_id"]},
-                                                                {"required": ["replica"]}]}},
+                                                                {"required": ["replica"]}]}, **positional},
             {"required": ["state", "replica"], "not": {"anyOf": [{"required": ["decision_id"]},
-                                                                 {"required": ["action"]}]}},
+                                                                 {"required": ["action"]}]}, **positional},
             {"required": ["decision_id"], "not": {"anyOf": [{"required": [name]}
                                                             for name in ("state", "action", "replica")]}},
         ]

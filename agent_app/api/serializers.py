@@ -34,6 +34,7 @@ MAX_LATENCY_MS = 3_600_000.0
 MAX_RPS = 1e7
 MAX_BATCH = 1000
 MAX_DECISION_ID = 32_768  # a decision over 256 named replicas, with their features
+DECISION_LOADS = "one per replica of the decision"  # a count only the decision_id knows
 # A decision_id is unpadded URL-safe base64 (agent_app/decisions.py); the schema states the
 # alphabet and the bounds, validation enforces the same, and the signature says the rest.
 DECISION_ID_PATTERN = r"\A[A-Za-z0-9_-]+\Z"
@@ -202,7 +203,9 @@ class ExperienceRequest(LeanSerializer):
         missing = [name for name in ("state", "action") if name not in attrs]
         if missing:
             raise serializers.ValidationError({name: "required without decision_id" for name in missing})
-        _check_loads(attrs, settings.NUM_REPLICAS)
+        if len(attrs["replica_loads"]) != settings.NUM_REPLICAS:
+            raise serializers.ValidationError({"replica_loads": [
+                f"must have NUM_REPLICAS={settings.NUM_REPLICAS} values, got {len(attrs['replica_loads'])}"]})
         attrs["replica"] = settings.REPLICA_NAMES[attrs["action"]]
         return attrs
 
@@ -217,12 +220,8 @@ class ExperienceRequest(LeanSerializer):
             n = int(-state[0])
             if len(state) != compact_size(n):
                 raise serializers.ValidationError({"decision_id": "decision is malformed"})
-        else:
+        else:  # the fixed network's raw state; it trains only on NUM_REPLICAS (services/training.py)
             n = len(state) - len(EXTRA_FEATURES)
-            if n != settings.NUM_REPLICAS:
-                raise serializers.ValidationError({"decision_id": [
-                    f"the decision was over {n} replicas; with RL_NETWORK=mlp the model learns only from "
-                    f"NUM_REPLICAS={settings.NUM_REPLICAS} replicas (RL_NETWORK=per_replica: any size)"]})
         if not decision.action < n:
             raise serializers.ValidationError({"decision_id": "decision is malformed"})
         _check_loads(attrs, n)
@@ -234,7 +233,7 @@ class ExperienceRequest(LeanSerializer):
 def _check_loads(attrs: dict, n: int) -> None:
     if len(attrs["replica_loads"]) != n:
         raise serializers.ValidationError({"replica_loads": [
-            f"must have {n} values, one per replica of the decision, got {len(attrs['replica_loads'])}"]})
+            f"must have {n} values, {DECISION_LOADS}, got {len(attrs['replica_loads'])}"]})
 
 
 class ExperienceBatchRequest(serializers.Serializer):

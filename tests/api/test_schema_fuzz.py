@@ -28,6 +28,7 @@ from schemathesis.hooks import GLOBAL_HOOK_DISPATCHER
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 from schemathesis.transport.wsgi import WSGITransport
 
+from agent_app.api import serializers as io
 from agent_app.api.fields import QueryIntegerField
 from agent_app.rl.state import state_dim
 
@@ -50,6 +51,9 @@ OPERATIONS = {
 # real tokens, so that reports carrying one go on to be stored.
 RAW_TOKEN_PHASE = TestPhase.COVERAGE
 UNISSUED = "issued by this service"  # what every InvalidDecision message says (agent_app/decisions.py)
+# Refusals of what JSON Schema cannot state: that replica names in a list are unique, and how many
+# loads a decision_id's cluster has (the token carries it).
+UNSTATABLE = ("names must be unique", io.DECISION_LOADS)
 raw_tokens_sent: set[str] = set()
 
 
@@ -107,24 +111,29 @@ def _real_decision_ids(context, case, kwargs):
                 item["decision_id"] = encode_decision(0, 0, [0.5] * dim)
 
 
-def _refuses_only_unissued_tokens(body: object, key: str | None = None) -> bool:
-    """Whether every message of a 400's body (a batch's nested per item) refuses a decision_id
-    as not issued by this service."""
+def _refuses_only_unstatable(body: object, raw_tokens: bool, key: str | None = None) -> bool:
+    """Whether every message of a 400's body (a batch's nested per item) refuses what the schema
+    cannot state: a decision_id not issued by this service (`raw_tokens`: made-up tokens were
+    sent), or one of UNSTATABLE."""
     if isinstance(body, dict):
-        return bool(body) and all(_refuses_only_unissued_tokens(value, name) for name, value in body.items())
+        return bool(body) and all(_refuses_only_unstatable(value, raw_tokens, name)
+                                  for name, value in body.items())
     if isinstance(body, list):
         messages = [item for item in body if item != {}]  # a batch's valid items have no errors
-        return bool(messages) and all(_refuses_only_unissued_tokens(item, key) for item in messages)
-    return key == "decision_id" and isinstance(body, str) and UNISSUED in body
+        return bool(messages) and all(_refuses_only_unstatable(item, raw_tokens, key) for item in messages)
+    if not isinstance(body, str):
+        return False
+    return (raw_tokens and key == "decision_id" and UNISSUED in body) or any(s in body for s in UNSTATABLE)
 
 
 @schemathesis.check
 def accepts_valid_data_but_unissued_tokens(ctx, response, case):
-    """schemathesis's positive_data_acceptance (switched off in run_schemathesis), except that in
-    RAW_TOKEN_PHASE a made-up decision_id may be refused as not issued here: its signature is the
-    one thing about it the schema cannot state. Any other refusal of schema-valid data fails."""
-    if (case.meta is not None and case.meta.phase.name == RAW_TOKEN_PHASE and response.status_code == 400
-            and _refuses_only_unissued_tokens(response.json())):
+    """schemathesis's positive_data_acceptance (switched off in run_schemathesis), except for what
+    the schema cannot state: in RAW_TOKEN_PHASE a made-up decision_id may be refused as not issued
+    here (its signature), and in any phase duplicate replica names or a decision's loads of another
+    count (UNSTATABLE). Any other refusal of schema-valid data fails."""
+    raw_tokens = case.meta is not None and case.meta.phase.name == RAW_TOKEN_PHASE
+    if response.status_code == 400 and _refuses_only_unstatable(response.json(), raw_tokens):
         return None
     return positive_data_acceptance(ctx, response, case)
 
@@ -135,7 +144,6 @@ def fuzz_target(transactional_db, monkeypatch):
 
     Transactional: schemathesis's worker threads have database connections of their own, so
     they must see committed rows (the key), not the test's open transaction."""
-    from agent_app.api import serializers as io
     from agent_app.api.auth import create_api_key
     from agent_app.replay import get_replay_store
     from agent_app.services import training
@@ -215,7 +223,8 @@ def test_no_server_error_and_no_response_outside_the_schema(fuzz_target, auth, c
     assert not statistic.failures, describe(statistic)
     assert statistic.tested_operations == OPERATIONS
     assert all(cases[phase] for phase in PHASES), cases
-    # The edges of decision_id's constraints went out as generated: the empty string among them
-    # while the schema allowed it, a single character now that it does not.
-    assert min(map(len, raw_tokens_sent), default=None) == 1 and max(map(len, raw_tokens_sent)) == 1024
+    # The edges of decision_id's constraints went out as generated: a single character, and the
+    # longest the schema allows (schemathesis's coverage phase stops one short of 32 768).
+    assert min(map(len, raw_tokens_sent), default=None) == 1
+    assert max(map(len, raw_tokens_sent)) >= io.MAX_DECISION_ID - 1
     assert sum(cases.values()) >= 1000, cases
