@@ -240,8 +240,10 @@ RL_MIN_TRAINING_STEPS = env_int("RL_MIN_TRAINING_STEPS", 100, minimum=0)
 RL_ROUTING_GATE = env_bool("RL_ROUTING_GATE", True)
 RL_TRIAL_FRACTION = env_float("RL_TRIAL_FRACTION", 0.1, minimum=0.0, maximum=1.0)
 RL_HOLDOUT_FRACTION = env_float("RL_HOLDOUT_FRACTION", 0.05, minimum=0.0, maximum=1.0)
-RL_GATE_MIN_OUTCOMES = env_int("RL_GATE_MIN_OUTCOMES", 200, minimum=1)
-RL_GATE_WINDOW_SECONDS = env_float("RL_GATE_WINDOW_SECONDS", 600.0, minimum=10.0, maximum=86_400.0)
+# 100 a side in 30 minutes: at a 10 % trial that is 1 000 requests, so a cluster serving 1 request
+# per second can still switch (with 200 in 10 minutes one below 3.3 requests/s never could).
+RL_GATE_MIN_OUTCOMES = env_int("RL_GATE_MIN_OUTCOMES", 100, minimum=1)
+RL_GATE_WINDOW_SECONDS = env_float("RL_GATE_WINDOW_SECONDS", 1800.0, minimum=10.0, maximum=86_400.0)
 # With the gate on, exploration picks among replicas whose Q is within this of the best (reward units).
 RL_EXPLORATION_MARGIN = env_float("RL_EXPLORATION_MARGIN", 0.5, minimum=0.0)
 # The Q-network: "per_replica" scores each replica with shared weights, so one model serves any
