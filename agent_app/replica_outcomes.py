@@ -22,6 +22,7 @@ from django.db.models import F, Sum
 
 from agent_app.models import ReplicaOutcome
 from agent_app.rl.gate import ArmTotals
+from agent_app.rl.replica_features import token_costs
 
 BUCKET_SECONDS = 5
 _SUMS = ("count", "failures", "latency_sum", "reward_sum", "reward_sq_sum", "tpot_sum", "tpot_count",
@@ -64,14 +65,12 @@ class OutcomeTally:
                     sums[1] += 1
                     continue
                 sums[2] += o.latency_ms
-                if o.ttft_ms is None:
-                    continue
-                if o.output_tokens and o.output_tokens > 1:
-                    sums[5] += max(0.0, o.latency_ms - o.ttft_ms) / (o.output_tokens - 1)
+                tpot, ttft_per_ktok = token_costs(o.latency_ms, o.ttft_ms, o.prompt_tokens, o.output_tokens)
+                if tpot is not None:
+                    sums[5] += tpot
                     sums[6] += 1
-                if o.prompt_tokens and o.prompt_tokens > 0:
-                    # Floor at 256 tokens: a tiny prompt's TTFT is mostly queueing, not per-token cost.
-                    sums[7] += o.ttft_ms * 1000.0 / max(o.prompt_tokens, 256.0)
+                if ttft_per_ktok is not None:
+                    sums[7] += ttft_per_ktok
                     sums[8] += 1
 
     def flush(self) -> None:

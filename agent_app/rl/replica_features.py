@@ -122,6 +122,19 @@ def with_loads(obs: np.ndarray, loads: Sequence[float], max_replicas: int) -> np
     return out
 
 
+def token_costs(latency_ms: float, ttft_ms: float | None, prompt_tokens: float | None,
+                output_tokens: float | None) -> tuple[float | None, float | None]:
+    """(time per output token after the first, TTFT per 1000 prompt tokens) of one successful
+    request, each None when what it needs was not reported."""
+    if ttft_ms is None:
+        return None, None
+    decoded = output_tokens - 1 if output_tokens else 0
+    tpot = max(0.0, latency_ms - ttft_ms) / decoded if decoded > 0 else None
+    # Floor at 256 tokens: a tiny prompt's TTFT is mostly queueing, not per-token cost.
+    per_ktok = ttft_ms * 1000.0 / max(prompt_tokens, 256) if prompt_tokens and prompt_tokens > 0 else None
+    return tpot, per_ktok
+
+
 class ReplicaStats:
     """Per-replica statistics learned from recorded outcomes (exponential moving averages, by name)."""
 
@@ -137,13 +150,13 @@ class ReplicaStats:
         self._update(stats, "failure_rate", 0.0 if success else 1.0)
         if success:
             self._update(stats, "latency_ms", latency_ms)
-        if not success or ttft_ms is None:
+        if not success:
             return
-        if output_tokens > 1:
-            self._update(stats, "tpot_ms", max(0.0, latency_ms - ttft_ms) / (output_tokens - 1))
-        if prompt_tokens > 0:
-            # Floor at 256 tokens: a tiny prompt's TTFT is mostly queueing, not per-token cost.
-            self._update(stats, "ttft_ms_per_ktok", ttft_ms * 1000.0 / max(prompt_tokens, 256))
+        tpot, ttft_per_ktok = token_costs(latency_ms, ttft_ms, prompt_tokens, output_tokens)
+        if tpot is not None:
+            self._update(stats, "tpot_ms", tpot)
+        if ttft_per_ktok is not None:
+            self._update(stats, "ttft_ms_per_ktok", ttft_per_ktok)
 
     def _update(self, stats: dict[str, float], key: str, value: float) -> None:
         old = stats.get(key)
