@@ -21,7 +21,7 @@ from simulator.signals import (
 from simulator.workload import Workload
 
 OK, REJECTED, ERRORED = 0, 1, 2  # outcome codes in Records.outcome
-_DONE, _FAILED, _EVENT = 0, 1, 2  # heap entry kinds
+_DONE, _FAILED, _EVENT, _TICK = 0, 1, 2, 3  # heap entry kinds
 
 
 @dataclass(frozen=True)
@@ -98,8 +98,14 @@ class Simulation:
                  rng: np.random.Generator, events: Sequence[ClusterEvent] = (),
                  window_s: float = 60.0, day_s: float = 1800.0, day_phase: float = 0.0,
                  fail_ms: float = 50.0, reject_ms: float = 5.0,
-                 absent: Sequence[int] = ()) -> None:
+                 absent: Sequence[int] = (), tick_s: float = 0.0,
+                 on_tick: Callable[[Simulation], None] | None = None) -> None:
+        """``on_tick(sim)`` runs every ``tick_s`` simulated seconds until the last arrival: a
+        controller reads the cluster there and may ``schedule`` membership changes."""
+        if on_tick is not None and not tick_s > 0:
+            raise ValueError(f"tick_s must be positive with on_tick, got {tick_s!r}")
         self.workload, self.policy, self.rng = workload, policy, rng
+        self.tick_s, self.on_tick = tick_s, on_tick
         self._prompt = workload.prompt_tokens.tolist()
         self._output = workload.output_tokens.tolist()
         self.jobs = Jobs(self._prompt, self._output, workload.prefix_hashes)
@@ -131,6 +137,7 @@ class Simulation:
         self._action: list[int] = [-1] * n  # the index the policy returned into that list
         self._heap: list[tuple] = []
         self._seq = 0
+        self._started = False
         self.records = Records(
             arrival_s=workload.arrival_s.copy(), finish_s=np.full(n, np.nan),
             latency_ms=np.full(n, np.nan), replica=np.full(n, -1, dtype=np.int16),
@@ -151,13 +158,24 @@ class Simulation:
         if r.next_t < INF:
             self._push(r.next_t, _DONE, r.index, r.version)
 
+    def schedule(self, event: ClusterEvent) -> None:
+        """Add a cluster event to the run (a controller's join or leave), now or later."""
+        if event.at_s < self.now:
+            raise ValueError(f"event at {event.at_s} s is in the past (now {self.now} s)")
+        self.events.append(event)
+        if self._started:  # before the run, run() queues it with the others
+            self._push(event.at_s, _EVENT, len(self.events) - 1, 0)
+
     def run(self, progress: Callable[[float], None] | None = None) -> Records:
         """Simulate every request to completion; ``progress`` gets the fraction routed."""
         start = getattr(self.policy, "start", None)
         if start is not None:
             start(self.context)
+        self._started = True
         for k, ev in enumerate(self.events):
             self._push(ev.at_s, _EVENT, k, 0)
+        if self.on_tick is not None:
+            self._push(self.tick_s, _TICK, 1, 0)
         heap, arrival = self._heap, self._arrival
         n = len(arrival)
         step = max(1, n // 100)
@@ -217,6 +235,11 @@ class Simulation:
             if b:
                 self.replicas[self.records.replica[a]].failing_inflight -= 1
             self._finish(a, t, ERRORED if b else REJECTED)
+        elif kind == _TICK:
+            self.on_tick(self)
+            after = (a + 1) * self.tick_s  # tick a is at a * tick_s: no drift from summing
+            if self._arrival and after <= self._arrival[-1]:
+                self._push(after, _TICK, a + 1, 0)
         else:
             self._apply(self.events[a], t)
 
