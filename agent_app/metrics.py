@@ -5,8 +5,9 @@ Celery workers that Prometheus never scrapes:
 
 - counters of the web hot path (decisions, experiences) are prometheus_client counters,
   written to files in PROMETHEUS_MULTIPROC_DIR under gunicorn and summed at scrape time;
-- what lives in the database (epsilon, steps, model version, training-run durations,
-  checkpoints) is read by a collector when Prometheus scrapes, so no process holds a copy.
+- what lives in the database (per pool: epsilon, steps, model version, checkpoints, the replay
+  buffer; for the whole service: training-run durations, checkpoints written) is read by a
+  collector when Prometheus scrapes, so no process holds a copy.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from prometheus_client import REGISTRY, Counter  # noqa: E402
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily  # noqa: E402
 from prometheus_client.registry import Collector  # noqa: E402
 
+from agent_app.pools import DEFAULT_POOL  # noqa: E402
+
 log = logging.getLogger(__name__)
 
 POLICIES = ("dqn", "explore", "least_loaded")
@@ -36,23 +39,26 @@ POLICIES = ("dqn", "explore", "least_loaded")
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 DECISIONS = Counter(
-    "rl_agent_decisions", "Replica selections by replica and by the policy that decided.",
-    ["replica", "policy"],
+    "rl_agent_decisions", "Replica selections by pool, replica and the policy that decided.",
+    ["pool", "replica", "policy"],
 )
-EXPERIENCES_RECORDED = Counter("rl_agent_experiences_recorded", "Experiences stored in the replay store.")
+EXPERIENCES_RECORDED = Counter(
+    "rl_agent_experiences_recorded", "Experiences stored in the replay stores, every pool's together."
+)
 EXPERIENCES_REJECTED = Counter(
-    "rl_agent_experiences_rejected", "Experiences refused with a 400 (every body of a refused batch counts)."
+    "rl_agent_experiences_rejected", "Experiences refused with a 400 (every body of a refused batch counts), "
+    "every pool's together."
 )
 for _name in settings.REPLICA_NAMES:  # every series exists from the start, at 0, as Prometheus prefers
     for _policy in POLICIES:
-        DECISIONS.labels(replica=_name, policy=_policy)
-# What each (replica, policy) pair of this process has added to DECISIONS so far.
-_decisions_counted: dict[tuple[int, str], int] = {}
+        DECISIONS.labels(pool=DEFAULT_POOL, replica=_name, policy=_policy)
+# What each (pool, replica, policy) of this process has added to DECISIONS so far.
+_decisions_counted: dict[tuple[str, int | str, str], int] = {}
 _decisions_lock = threading.Lock()  # the serving refresh and a scrape may flush at the same time
 
 
-def count_decisions(totals: Mapping[tuple[int | str, str], int]) -> None:
-    """Bring DECISIONS up to `totals`, this process's cumulative decisions per (replica, policy).
+def count_decisions(totals: Mapping[tuple[str, int | str, str], int]) -> None:
+    """Bring DECISIONS up to `totals`, this process's cumulative decisions per (pool, replica, policy).
 
     /select_replica only adds one to a dict; this runs off the hot path, from the serving refresh
     and before each scrape, so a scrape has every decision of the worker that answers it and the
@@ -62,11 +68,11 @@ def count_decisions(totals: Mapping[tuple[int | str, str], int]) -> None:
         for key, total in list(totals.items()):
             delta = total - _decisions_counted.get(key, 0)
             if delta > 0:
-                replica, policy = key  # an index into REPLICA_NAMES, or a name the gateway sent
+                pool, replica, policy = key  # replica: an index into REPLICA_NAMES, or a name sent
                 names = settings.REPLICA_NAMES
                 name = replica if isinstance(replica, str) else names[replica] if replica < len(names) \
                     else str(replica)
-                DECISIONS.labels(replica=name, policy=policy).inc(delta)
+                DECISIONS.labels(pool=pool, replica=name, policy=policy).inc(delta)
                 _decisions_counted[key] = total
 
 
@@ -140,47 +146,80 @@ def _number(value: float | None) -> float:
     return math.nan if value is None else float(value)
 
 
+# The gauges with one sample per pool: (name, help, what it reads from `_PoolFigures`).
+POOL_GAUGES = (
+    ("rl_agent_epsilon", "Exploration rate epsilon the web workers serve.", "epsilon"),
+    ("rl_agent_steps_done", "Gradient steps the published model has taken.", "steps_done"),
+    ("rl_agent_model_version", "Version of the published model (0: none yet).", "model_version"),
+    ("rl_agent_last_loss", "Loss of the last training step (NaN before any).", "last_loss"),
+    ("rl_agent_replay_buffer_size", "Experiences in the replay store (NaN: the store did not answer).",
+     "buffer_size"),
+    ("rl_agent_avg_recent_reward", "Mean reward of the last {window} experiences (NaN: none, or the "
+     "store did not answer).", "avg_reward"),
+    ("rl_agent_target_syncs", "Target-network syncs so far.", "target_syncs"),
+    ("rl_agent_exploration_enabled", "1 when epsilon-greedy exploration is on.", "exploration"),
+    ("rl_agent_checkpoints", "Checkpoints kept on disk.", "checkpoints"),
+    ("rl_agent_checkpoints_unusable", "Checkpoints whose file was last found missing, damaged or for "
+     "another architecture.", "checkpoints_unusable"),
+)
+STATE_FIELDS = ("epsilon", "steps_done", "model_version", "last_loss", "target_syncs")
+
+
 class AgentStateCollector(Collector):
-    """Reads the shared state at scrape time: the same figures /stats shows, for every process."""
+    """Reads the shared state at scrape time: the figures /stats shows, per pool, for every process."""
 
     def collect(self) -> Iterator[Any]:
-        from agent_app.models import AgentState, Checkpoint, TrainerCounters
-        from agent_app.replay import StoreUnavailable, get_replay_store
+        from agent_app.models import TrainerCounters
+        from agent_app.pools import pool_names
         from agent_app.services.stats import RECENT_REWARD_WINDOW
-        from agent_app.serving import policy_cache
 
-        state = AgentState.load()
+        pools = pool_names()
+        figures = self._figures(pools, RECENT_REWARD_WINDOW)
+        for name, documentation, key in POOL_GAUGES:
+            documentation = documentation.format(window=RECENT_REWARD_WINDOW) + " Per pool."
+            gauge = GaugeMetricFamily(name, documentation, labels=["pool"])
+            for pool in pools:
+                gauge.add_metric([pool], _number(figures[pool][key]))
+            yield gauge
         counters = TrainerCounters.load()
-        try:
-            store = get_replay_store()
-            buffer_size: float | None = store.size()
-            rewards = store.recent_rewards(RECENT_REWARD_WINDOW)
-            avg_reward = sum(rewards) / len(rewards) if rewards else None
-        except StoreUnavailable as exc:
-            log.warning("metrics without the replay store: %s", exc)
-            buffer_size = avg_reward = None
-        gauges = [
-            ("rl_agent_epsilon", "Exploration rate epsilon the web workers serve.", state.epsilon),
-            ("rl_agent_steps_done", "Gradient steps the published model has taken.", state.steps_done),
-            ("rl_agent_model_version", "Version of the published model (0: none yet).", state.model_version),
-            ("rl_agent_last_loss", "Loss of the last training step (NaN before any).", state.last_loss),
-            ("rl_agent_replay_buffer_size", "Experiences in the replay store.", buffer_size),
-            ("rl_agent_avg_recent_reward",
-             f"Mean reward of the last {RECENT_REWARD_WINDOW} experiences.", avg_reward),
-            ("rl_agent_target_syncs", "Target-network syncs so far.", state.target_syncs),
-            ("rl_agent_exploration_enabled", "1 when epsilon-greedy exploration is on.",
-             float(policy_cache.snapshot.exploration)),
-            ("rl_agent_checkpoints", "Checkpoints kept on disk.", Checkpoint.objects.count()),
-            ("rl_agent_checkpoints_unusable", "Checkpoints whose file was last found missing, damaged "
-             "or for another architecture.", Checkpoint.objects.exclude(status=Checkpoint.OK).count()),
-        ]
-        for name, documentation, value in gauges:
-            yield GaugeMetricFamily(name, documentation, value=_number(value))
         yield CounterMetricFamily(
-            "rl_agent_checkpoints_written", "Checkpoints written since the database was created.",
-            value=counters.checkpoints_written,
+            "rl_agent_checkpoints_written", "Checkpoints written since the database was created, every "
+            "pool's together (one count for the service).", value=counters.checkpoints_written,
         )
         yield self._durations(counters)
+
+    @staticmethod
+    def _figures(pools: list[str], window: int) -> dict[str, dict[str, float | None]]:
+        """Per pool, the gauges' values: one query per table for every pool, and each pool's replay
+        store asked for its size and its last `window` rewards (None where it does not answer)."""
+        from django.db.models import Count, Q
+
+        from agent_app.models import AgentConfig, AgentState, Checkpoint
+        from agent_app.replay import StoreUnavailable
+
+        blank = {field: getattr(AgentState(), field) for field in STATE_FIELDS}  # a pool never trained
+        states = {row.pop("pool"): row for row in AgentState.objects.values("pool", *STATE_FIELDS)}
+        exploration = dict(AgentConfig.objects.filter(exploration_enabled__isnull=False)
+                           .values_list("pool", "exploration_enabled"))
+        checkpoints = {row["pool"]: row for row in Checkpoint.objects.values("pool").annotate(
+            kept=Count("id"), unusable=Count("id", filter=~Q(status=Checkpoint.OK)))}
+        figures, unavailable = {}, {}
+        for pool in pools:
+            try:
+                buffer_size, avg_reward = _replay_figures(pool, window)
+            except StoreUnavailable as exc:  # this pool's store: the other figures still export
+                unavailable[pool] = exc
+                buffer_size = avg_reward = None
+            kept = checkpoints.get(pool, {})
+            figures[pool] = {
+                **states.get(pool, blank), "buffer_size": buffer_size, "avg_reward": avg_reward,
+                "exploration": float(exploration.get(pool, settings.RL_EXPLORATION)),
+                "checkpoints": kept.get("kept", 0), "checkpoints_unusable": kept.get("unusable", 0),
+            }
+        if unavailable:
+            log.warning("metrics without the replay store of pool(s) %s: %s", ", ".join(unavailable),
+                        next(iter(unavailable.values())))
+        return figures
 
     @staticmethod
     def _durations(counters: Any) -> HistogramMetricFamily:
@@ -189,25 +228,36 @@ class AgentStateCollector(Collector):
             cumulative += counters.duration_buckets.get(str(bound), 0)
             buckets.append(("+Inf" if bound == math.inf else repr(bound), cumulative))
         return HistogramMetricFamily(
-            "rl_agent_training_run_duration_seconds", "Duration of completed training runs.",
-            buckets=buckets, sum_value=counters.training_seconds,
+            "rl_agent_training_run_duration_seconds", "Duration of completed training runs, every pool's "
+            "together (one histogram for the service).", buckets=buckets, sum_value=counters.training_seconds,
         )
 
 
+def _replay_figures(pool: str, window: int) -> tuple[int, float | None]:
+    """The pool's replay buffer size and the mean reward of its latest `window` experiences."""
+    from agent_app.replay import get_replay_store
+
+    store = get_replay_store(pool)
+    rewards = store.recent_rewards(window)
+    return store.size(), sum(rewards) / len(rewards) if rewards else None
+
+
 class CapacityCollector(Collector):
-    """rlagent_desired_replicas{pool}, only while AUTOSCALE_TARGET_MS is set (agent_app/capacity.py)."""
+    """rlagent_desired_replicas{pool}: a sample per pool with a target (AUTOSCALE_TARGET_MS or
+    AUTOSCALE_POOL_TARGETS) and outcomes seen (agent_app/capacity.py)."""
 
     def collect(self) -> Iterator[Any]:
-        from agent_app.capacity import POOL, capacity
+        from agent_app.capacity import capacity
 
-        decision = capacity.decision()
-        if decision is None:  # off, or no replica seen yet: no series rather than a made-up count
+        decisions = capacity.decisions()
+        if not decisions:  # off, or no replica seen yet: no series rather than a made-up count
             return
         gauge = GaugeMetricFamily(
-            "rlagent_desired_replicas", "LLM replicas of the pool's current mix that hold the latency "
-            "target (AUTOSCALE_TARGET_MS); computed from the shared outcome rows by every web worker.",
-            labels=["pool"])
-        gauge.add_metric([POOL], float(decision.recommendation))
+            "rlagent_desired_replicas", "LLM replicas of the pool's current mix that hold its latency "
+            "target (AUTOSCALE_TARGET_MS or AUTOSCALE_POOL_TARGETS); computed from the shared outcome "
+            "rows by every web worker.", labels=["pool"])
+        for pool, decision in decisions.items():
+            gauge.add_metric([pool], float(decision.recommendation))
         yield gauge
 
 

@@ -4,10 +4,34 @@ from __future__ import annotations
 
 from django.db import models
 
+from agent_app.pools import DEFAULT_POOL, current_pool
+
+POOL_NAME_LENGTH = 63
+
+
+def pool_field(**kwargs) -> models.CharField:
+    """The name of the pool a row belongs to (agent_app/pools.py); "default" for the original agent."""
+    return models.CharField(max_length=POOL_NAME_LENGTH, default=DEFAULT_POOL, db_index=True, **kwargs)
+
+
+class Pool(models.Model):
+    """A replica pool: one deployment's replicas with their own agent (agent_app/pools.py)."""
+
+    name = models.CharField(max_length=POOL_NAME_LENGTH, unique=True)
+    description = models.CharField(max_length=200, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
 
 class AgentState(models.Model):
-    """The one row the trainer publishes to and every web worker polls (docs/design.md, decision 1)."""
+    """The row per pool the trainer publishes to and every web worker polls (docs/design.md, decision 1)."""
 
+    pool = models.CharField(max_length=POOL_NAME_LENGTH, default=DEFAULT_POOL, unique=True)
     epsilon = models.FloatField(default=1.0)
     steps_done = models.BigIntegerField(default=0)
     model_version = models.PositiveIntegerField(default=0)
@@ -23,6 +47,9 @@ class AgentState(models.Model):
     # Who routes under RL_ROUTING_GATE: "heuristic" until the model is measured better, then "model".
     router = models.CharField(max_length=16, default="heuristic")
     router_since = models.DateTimeField(null=True, blank=True)
+    # The replay store's cursor the last published training run had read up to: beat trains a pool
+    # only when its store holds something newer.
+    trained_through = models.CharField(max_length=64, blank=True, default="")
 
     class Meta:
         verbose_name = "agent state"
@@ -32,15 +59,16 @@ class AgentState(models.Model):
         return f"model v{self.model_version}, {self.steps_done} steps, epsilon {self.epsilon:.3f}"
 
     @classmethod
-    def load(cls) -> AgentState:
-        state, _ = cls.objects.get_or_create(pk=1)
+    def load(cls, pool: str | None = None) -> AgentState:
+        state, _ = cls.objects.get_or_create(pool=pool or current_pool())
         return state
 
 
 class Experience(models.Model):
-    """One reported request outcome, for the database replay store (bounded by REPLAY_CAPACITY)."""
+    """One reported request outcome, for the database replay store (bounded by REPLAY_CAPACITY per pool)."""
 
-    experience_id = models.CharField(max_length=128, unique=True, null=True, blank=True)
+    pool = pool_field()
+    experience_id = models.CharField(max_length=128, null=True, blank=True)
     state = models.JSONField()
     action = models.PositiveSmallIntegerField()
     reward = models.FloatField()
@@ -51,6 +79,9 @@ class Experience(models.Model):
 
     class Meta:
         ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["pool", "experience_id"], name="one_experience_per_id")
+        ]
 
     def __str__(self) -> str:
         return f"action {self.action}, reward {self.reward:.3f}"
@@ -59,8 +90,9 @@ class Experience(models.Model):
 class Checkpoint(models.Model):
     """One checkpoint file in MODEL_PATH's folder (one row per file); the newest that loads is used
     at start. Size and sha256 are recorded at save time so any process can spot a damaged file
-    without torch; `status` says what the last check found."""
+    without torch; `status` says what the last check found. A pool's files are its own folder's."""
 
+    pool = pool_field()
     OK, MISSING, DAMAGED, INCOMPATIBLE = "ok", "missing", "damaged", "incompatible"
     STATUSES = [
         (OK, "ok"),
@@ -94,13 +126,15 @@ class Checkpoint(models.Model):
 class ReplicaSelection(models.Model):
     """Decisions per replica and policy, summed over every web worker's flushed counters."""
 
+    pool = pool_field()
     replica_idx = models.PositiveSmallIntegerField()
     policy = models.CharField(max_length=32)
     count = models.BigIntegerField(default=0)
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["replica_idx", "policy"], name="one_counter_per_pair")
+            models.UniqueConstraint(fields=["pool", "replica_idx", "policy"],
+                                    name="one_counter_per_pool_pair")
         ]
 
 
@@ -110,6 +144,7 @@ class ReplicaOutcome(models.Model):
     The per-replica statistics the model sees and the routing gate's evidence are read from here
     (agent_app/replica_outcomes.py)."""
 
+    pool = pool_field()
     bucket = models.BigIntegerField(db_index=True)  # unix seconds // BUCKET_SECONDS
     replica = models.CharField(max_length=128)
     arm = models.CharField(max_length=16, blank=True, default="")
@@ -125,14 +160,15 @@ class ReplicaOutcome(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["bucket", "replica", "arm"], name="one_outcome_row_per_key")
+            models.UniqueConstraint(fields=["pool", "bucket", "replica", "arm"],
+                                    name="one_outcome_row_per_pool_key")
         ]
 
 
 class TrainingLease(models.Model):
     """A row claimed with a conditional update: whoever holds an unexpired lease trains alone."""
 
-    name = models.CharField(max_length=64, primary_key=True)
+    name = models.CharField(max_length=80, primary_key=True)  # "trainer", or "trainer:<pool>"
     holder = models.CharField(max_length=128, blank=True, default="")
     expires_at = models.DateTimeField(null=True, blank=True)
 
@@ -154,8 +190,9 @@ class ApiKey(models.Model):
 
 
 class AgentConfig(models.Model):
-    """Operator settings edited in the admin (one row); every process picks changes up in seconds."""
+    """Operator settings edited in the admin (one row per pool); every process picks changes up in seconds."""
 
+    pool = models.CharField(max_length=POOL_NAME_LENGTH, default=DEFAULT_POOL, unique=True)
     exploration_enabled = models.BooleanField(
         null=True, blank=True,
         help_text="Empty: follow RL_EXPLORATION. Yes/No overrides it at run time.",
@@ -178,19 +215,23 @@ class AgentConfig(models.Model):
         return "agent configuration"
 
     @classmethod
-    def load(cls) -> AgentConfig:
-        config, _ = cls.objects.get_or_create(pk=1)
+    def load(cls, pool: str | None = None) -> AgentConfig:
+        config, _ = cls.objects.get_or_create(pool=pool or current_pool())
         return config
 
 
 class ArmOutcome(models.Model):
     """Running totals of request outcomes per A/B arm (e.g. "rl" and "heuristic")."""
 
-    arm = models.CharField(max_length=32, unique=True)
+    pool = pool_field()
+    arm = models.CharField(max_length=32)
     count = models.BigIntegerField(default=0)
     successes = models.BigIntegerField(default=0)
     latency_sum = models.FloatField(default=0.0)
     latency_sq_sum = models.FloatField(default=0.0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["pool", "arm"], name="one_total_per_pool_arm")]
 
     def __str__(self) -> str:
         return f"{self.arm}: {self.count} requests"
@@ -199,18 +240,22 @@ class ArmOutcome(models.Model):
 class ArmLatencyBucket(models.Model):
     """Latency histogram per arm on log-spaced buckets (5% wide), for the p99."""
 
+    pool = pool_field()
     arm = models.CharField(max_length=32)
     bucket = models.PositiveIntegerField()
     count = models.BigIntegerField(default=0)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["arm", "bucket"], name="one_bucket_per_arm")]
+        constraints = [
+            models.UniqueConstraint(fields=["pool", "arm", "bucket"], name="one_bucket_per_pool_arm")
+        ]
 
 
 class ConfigChange(models.Model):
     """Audit log of operator changes made in the admin: who, when, which setting, old and new value."""
 
     changed_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    pool = pool_field()
     # The operator's username as text, so the record outlives the account.
     username = models.CharField(max_length=150, blank=True)
     field = models.CharField(max_length=64)
@@ -229,6 +274,7 @@ class MetricSample(models.Model):
     """One point of the dashboard's history, written after each training run and trimmed."""
 
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    pool = pool_field()
     model_version = models.PositiveIntegerField()
     steps_done = models.BigIntegerField()
     epsilon = models.FloatField()

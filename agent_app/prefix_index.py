@@ -25,6 +25,8 @@ from django.conf import settings
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from agent_app.pools import DEFAULT_POOL
+
 log = logging.getLogger(__name__)
 _SLICE = 256  # hashes per ZMSCORE: a match stops at the first slice with a miss
 
@@ -81,6 +83,12 @@ return {#names, blocks}
 """
 
 
+def prefix_names(pool: str, replicas: list[str]) -> list[str]:
+    """The index's names of a pool's replicas: one index serves every pool, and two pools may both
+    have a replica called "gpu-0"; the default pool's replicas keep their plain names."""
+    return replicas if pool == DEFAULT_POOL else [f"{pool}/{name}" for name in replicas]
+
+
 class PrefixIndex(ABC):
     """The shared behaviour: the bounds, the buffer of blocks to remember, outage bookkeeping."""
 
@@ -134,6 +142,13 @@ class PrefixIndex(ABC):
             self._pending_blocks -= len(self._pending.pop(replica, {}))
         self._forget(replica)
 
+    def forget_pool(self, pool: str) -> None:
+        """Every replica of a deleted pool (the default pool's replicas are never forgotten so)."""
+        if pool != DEFAULT_POOL:
+            start = prefix_names(pool, [""])[0]
+            for replica in [r for r in self._replicas() if r.startswith(start)]:
+                self.forget(replica)
+
     def stats(self) -> dict[str, Any]:
         counts = self._count()
         blocks = counts[1] if counts else None
@@ -158,6 +173,9 @@ class PrefixIndex(ABC):
 
     @abstractmethod
     def _count(self) -> tuple[int, int] | None: ...
+
+    @abstractmethod
+    def _replicas(self) -> list[str]: ...
 
 
 class MemoryPrefixIndex(PrefixIndex):
@@ -202,6 +220,10 @@ class MemoryPrefixIndex(PrefixIndex):
     def _count(self) -> tuple[int, int] | None:
         with self._store_lock:
             return len(self._sets), sum(len(held) for held in self._sets.values())
+
+    def _replicas(self) -> list[str]:
+        with self._store_lock:
+            return list(self._sets)
 
 
 class RedisPrefixIndex(PrefixIndex):
@@ -255,6 +277,13 @@ class RedisPrefixIndex(PrefixIndex):
     def _count(self) -> tuple[int, int] | None:
         counts = self._call(self._count_script, [self._replicas_key], [self._sets_prefix], self.writer)
         return None if counts is None else (int(counts[0]), int(counts[1]))
+
+    def _replicas(self) -> list[str]:
+        def names(keys: list[str], args: list[str], client: redis.Redis) -> list[bytes]:
+            return client.zrange(keys[0], 0, -1)
+
+        found = self._call(names, [self._replicas_key], [], self.writer)
+        return [name.decode() for name in found or []]
 
     def _up(self) -> bool:
         return time.monotonic() >= self._down_until

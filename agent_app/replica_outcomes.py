@@ -14,6 +14,7 @@ import math
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -21,6 +22,7 @@ from django.db import transaction
 from django.db.models import F, Sum
 
 from agent_app.models import ReplicaOutcome
+from agent_app.pools import DEFAULT_POOL
 from agent_app.rl.gate import ArmTotals
 from agent_app.rl.replica_features import token_costs
 
@@ -43,21 +45,22 @@ class Outcome:
     ttft_ms: float | None = None
     prompt_tokens: float | None = None
     output_tokens: float | None = None
+    pool: str = DEFAULT_POOL
 
 
 class OutcomeTally:
-    """This process's outcomes since its last flush, per (bucket, replica, arm)."""
+    """This process's outcomes since its last flush, per (pool, bucket, replica, arm)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()  # the request threads add, the refresh thread flushes
-        self._pending: defaultdict[tuple[int, str, str], list[float]] = defaultdict(_zeros)
+        self._pending: defaultdict[tuple[str, int, str, str], list[float]] = defaultdict(_zeros)
         self._pruned_at = float("-inf")
 
     def add(self, outcomes: list[Outcome], now: float | None = None) -> None:
         bucket = int((time.time() if now is None else now) // BUCKET_SECONDS)
         with self._lock:
             for o in outcomes:
-                sums = self._pending[(bucket, o.replica, o.arm)]
+                sums = self._pending[(o.pool, bucket, o.replica, o.arm)]
                 sums[0] += 1
                 sums[3] += o.reward
                 sums[4] += o.reward * o.reward
@@ -79,11 +82,12 @@ class OutcomeTally:
             pending, self._pending = self._pending, defaultdict(_zeros)
         try:
             with transaction.atomic():
-                for (bucket, replica, arm), sums in pending.items():
+                for (pool, bucket, replica, arm), sums in pending.items():
                     deltas = {name: F(name) + value for name, value in zip(_SUMS, sums, strict=True) if value}
-                    rows = ReplicaOutcome.objects.filter(bucket=bucket, replica=replica, arm=arm)
+                    key = {"pool": pool, "bucket": bucket, "replica": replica, "arm": arm}
+                    rows = ReplicaOutcome.objects.filter(**key)
                     if not rows.update(**deltas):
-                        ReplicaOutcome.objects.get_or_create(bucket=bucket, replica=replica, arm=arm)
+                        ReplicaOutcome.objects.get_or_create(**key)
                         rows.update(**deltas)
         except Exception:
             with self._lock:  # retried whole at the next refresh
@@ -108,22 +112,23 @@ def _bucket_before(seconds: float) -> int:
     return int((time.time() - seconds) // BUCKET_SECONDS)
 
 
-def replica_statistics(now: float | None = None) -> dict[str, dict[str, float]]:
-    """Per replica name: the learned features (latency_ms, failure_rate, tpot_ms, ttft_ms_per_ktok,
+def replica_statistics(pools: Collection[str], now: float | None = None) -> dict[str, dict[str, dict]]:
+    """Per pool, per replica name: the learned features (latency_ms, failure_rate, tpot_ms, ttft_ms_per_ktok,
     each only once something was measured) and `requests`, the half-life-weighted outcome count."""
     now = time.time() if now is None else now
     half_life = settings.REPLICA_STATS_HALF_LIFE_SECONDS
     current = now // BUCKET_SECONDS
-    rows = ReplicaOutcome.objects.filter(bucket__gte=_bucket_before(_STATS_HALF_LIVES * half_life)).values(
-        "replica", "bucket").annotate(**{name: Sum(name) for name in _SUMS})
-    weighted: defaultdict[str, list[float]] = defaultdict(lambda: [0.0] * len(_SUMS))
+    rows = ReplicaOutcome.objects.filter(
+        pool__in=list(pools), bucket__gte=_bucket_before(_STATS_HALF_LIVES * half_life)).values(
+        "pool", "replica", "bucket").annotate(**{name: Sum(name) for name in _SUMS})
+    weighted: defaultdict[tuple[str, str], list[float]] = defaultdict(_zeros)
     for row in rows:
         weight = 0.5 ** (max(0.0, current - row["bucket"]) * BUCKET_SECONDS / half_life)
-        sums = weighted[row["replica"]]
+        sums = weighted[(row["pool"], row["replica"])]
         for i, name in enumerate(_SUMS):
             sums[i] += weight * (row[name] or 0.0)
-    stats = {}
-    for name, s in weighted.items():
+    stats: defaultdict[str, dict[str, dict[str, float]]] = defaultdict(dict)
+    for (pool, name), s in weighted.items():
         count, failures = s[0], s[1]
         features = {"requests": count}
         if count > 0:
@@ -134,13 +139,18 @@ def replica_statistics(now: float | None = None) -> dict[str, dict[str, float]]:
             features["tpot_ms"] = s[5] / s[6]
         if s[8] > 0:
             features["ttft_ms_per_ktok"] = s[7] / s[8]
-        stats[name] = {key: value for key, value in features.items() if math.isfinite(value)}
-    return stats
+        stats[pool][name] = {key: value for key, value in features.items() if math.isfinite(value)}
+    return dict(stats)
 
 
-def arm_totals() -> dict[str, ArmTotals]:
-    """Reward totals per deciding arm over the last RL_GATE_WINDOW_SECONDS."""
-    rows = ReplicaOutcome.objects.filter(bucket__gte=_bucket_before(settings.RL_GATE_WINDOW_SECONDS)).exclude(
-        arm="").values("arm").annotate(n=Sum("count"), total=Sum("reward_sum"), sq=Sum("reward_sq_sum"))
-    return {row["arm"]: ArmTotals(int(row["n"] or 0), float(row["total"] or 0.0), float(row["sq"] or 0.0))
-            for row in rows}
+def arm_totals(pools: Collection[str]) -> dict[str, dict[str, ArmTotals]]:
+    """Per pool, reward totals per deciding arm over the last RL_GATE_WINDOW_SECONDS."""
+    rows = ReplicaOutcome.objects.filter(
+        pool__in=list(pools), bucket__gte=_bucket_before(settings.RL_GATE_WINDOW_SECONDS)).exclude(
+        arm="").values("pool", "arm").annotate(n=Sum("count"), total=Sum("reward_sum"),
+                                               sq=Sum("reward_sq_sum"))
+    totals: defaultdict[str, dict[str, ArmTotals]] = defaultdict(dict)
+    for row in rows:
+        totals[row["pool"]][row["arm"]] = ArmTotals(int(row["n"] or 0), float(row["total"] or 0.0),
+                                                    float(row["sq"] or 0.0))
+    return dict(totals)

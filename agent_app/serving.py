@@ -1,5 +1,5 @@
-"""What a web worker serves from memory: published weights, epsilon, config, key digests, host use,
-the per-replica statistics and who routes (the gate).
+"""What a web worker serves from memory, per pool: published weights, epsilon, config, key digests,
+host use, the per-replica statistics and who routes (the gate).
 
 A daemon thread per process refreshes it every SYNC_INTERVAL_SECONDS from the database, so the
 hot path reads one attribute and never queries, waits or locks; if the database is down the
@@ -22,7 +22,8 @@ from django.utils import timezone
 
 from agent_app import metrics
 from agent_app.host_metrics import HostMetrics
-from agent_app.models import AgentConfig, AgentState, ApiKey, ReplicaSelection
+from agent_app.models import AgentConfig, AgentState, ApiKey, Pool, ReplicaSelection
+from agent_app.pools import DEFAULT_POOL, ensure_pool, pool_scope
 from agent_app.prefix_index import get_prefix_index
 from agent_app.replica_outcomes import OutcomeTally, arm_totals, replica_statistics
 from agent_app.rl.gate import HEURISTIC, MODEL, ArmTotals, GateConfig, Verdict, decide
@@ -88,17 +89,55 @@ def reward_config_from(config: AgentConfig) -> RewardConfig:
 
 
 class PolicyCache:
+    """This process's serving snapshots, one per pool it serves (the default pool always; another
+    from its first request on, at most POOLS_SERVED_MAX, the least recently used dropped first)."""
+
     def __init__(self) -> None:
-        self.snapshot = ServingSnapshot(exploration=settings.RL_EXPLORATION)
         self._host = HostMetrics(settings.PROMETHEUS_URL)
         self._host_read_at = float("-inf")
-        # Cumulative per-process decision counts by (replica index or name, policy); the flusher
-        # sends deltas, so no lock is needed.
-        self.selections: defaultdict[tuple[int | str, str], int] = defaultdict(int)
-        self._flushed: dict[tuple[int | str, str], int] = {}
         self._thread_pid: int | None = None
         self._database_down = False  # log an outage once when it starts and once when it ends
+        # Process-wide parts of every pool's snapshot.
+        self._memory, self._cpu, self._digests = 0.0, 0.0, frozenset()
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every snapshot, count and outcome (a new process, or a test's fresh start)."""
+        default = ServingSnapshot(exploration=settings.RL_EXPLORATION)
+        self.snapshots: dict[str, ServingSnapshot] = {DEFAULT_POOL: default}
+        self._last_used: dict[str, float] = {}
+        self.known_pools: frozenset[str] = frozenset({DEFAULT_POOL})
+        # Cumulative per-process decision counts by (pool, replica index or name, policy); the
+        # flusher sends deltas, so no lock is needed.
+        self.selections: defaultdict[tuple[str, int | str, str], int] = defaultdict(int)
+        self._flushed: dict[tuple[str, int | str, str], int] = {}
         self.outcomes = OutcomeTally()  # recorded outcomes, flushed with the decision counts
+
+    @property
+    def snapshot(self) -> ServingSnapshot:
+        """The default pool's snapshot (the original single agent's)."""
+        return self.snapshots[DEFAULT_POOL]
+
+    def snapshot_for(self, pool: str) -> ServingSnapshot:
+        """The pool's snapshot; a pool not served yet is checked and loaded now, once (its first
+        request in this process), and raises PoolNotFound if it does not exist."""
+        snap = self.snapshots.get(pool)
+        if snap is None:
+            if pool not in self.known_pools:
+                ensure_pool(pool)  # PoolNotFound, or created under POOLS_AUTO_CREATE
+            self._serve(pool)
+            snap = self.snapshots[pool]
+        if pool != DEFAULT_POOL:
+            self._last_used[pool] = time.monotonic()
+        return snap
+
+    def _serve(self, pool: str) -> None:
+        self._refresh_pools([pool])
+        self._last_used[pool] = time.monotonic()
+        while len(self.snapshots) > settings.POOLS_SERVED_MAX:
+            oldest = min(self._last_used, key=self._last_used.__getitem__)
+            self.snapshots.pop(oldest, None)
+            self._last_used.pop(oldest, None)
 
     @property
     def host_metrics_source(self) -> str:
@@ -153,52 +192,73 @@ class PolicyCache:
             self._database_down = False
 
     def _refresh_from_database(self) -> None:
-        snap = self.snapshot
-        row = AgentState.objects.filter(pk=1).values(*_STATE_FIELDS).first() or dict(_NO_STATE)
-        config = AgentConfig.load()
+        """Every served pool's snapshot, in one query per table for all of them; only a pool whose
+        published version changed has its weights read again."""
+        self.known_pools = frozenset(Pool.objects.values_list("name", flat=True)) | {DEFAULT_POOL}
+        for gone in set(self.snapshots) - self.known_pools:  # deleted: dropped, a 404 from now on
+            self.snapshots.pop(gone, None)
+            self._last_used.pop(gone, None)
+        pools = list(self.snapshots)
+        if time.monotonic() - self._host_read_at > HOST_METRICS_EVERY_SECONDS:
+            self._memory, self._cpu = self._host.read()
+            self._host_read_at = time.monotonic()
+        self._digests = frozenset(ApiKey.objects.filter(active=True).values_list("digest", flat=True))
+        self._refresh_pools(pools)
+
+    def _refresh_pools(self, pools: list[str]) -> None:
+        rows = AgentState.objects.filter(pool__in=pools).values("pool", *_STATE_FIELDS)
+        rows = {row.pop("pool"): row for row in rows}
+        configs = {c.pool: c for c in AgentConfig.objects.filter(pool__in=pools)}
+        stats, arms = replica_statistics(pools), arm_totals(pools)
+        for pool in pools:
+            with pool_scope(pool):
+                config = configs.get(pool) or AgentConfig.load()
+                snap = self.snapshots.get(pool) or ServingSnapshot()
+                self.snapshots[pool] = self._load_pool(pool, snap, rows.get(pool), config,
+                                                       stats.get(pool, {}), arms.get(pool, {}))
+
+    def _load_pool(self, pool: str, snap: ServingSnapshot, row: dict | None, config: AgentConfig,
+                   replica_stats: dict, arms: dict[str, ArmTotals]) -> ServingSnapshot:
+        row = dict(row or _NO_STATE)
         network, blob, reason = snap.network, snap.weights_blob, snap.fallback_reason
         if row["model_version"] != snap.model_version or (network is None and row["model_version"]):
-            row, network, blob, reason = self._load_network()
+            row, network, blob, reason = self._load_network(pool)
         if network is not None and row["steps_done"] < settings.RL_MIN_TRAINING_STEPS:
             reason = f"model has {row['steps_done']} of {settings.RL_MIN_TRAINING_STEPS} training steps"
         elif network is not None:
             reason = None
-        memory, cpu = snap.memory, snap.cpu
-        if time.monotonic() - self._host_read_at > HOST_METRICS_EVERY_SECONDS:
-            memory, cpu = self._host.read()
-            self._host_read_at = time.monotonic()
         exploration = config.exploration_enabled
         if exploration is None:
             exploration = settings.RL_EXPLORATION
-        gate, arms = gate_config(), arm_totals()
+        gate = gate_config()
         verdict = decide(arms.get(MODEL, ArmTotals()), arms.get(HEURISTIC, ArmTotals()), row["router"], gate)
         if verdict.leader != row["router"]:
-            row["router"] = self._switch_router(row["router"], verdict)
-        self.snapshot = ServingSnapshot(
+            row["router"] = self._switch_router(pool, row["router"], verdict)
+        return ServingSnapshot(
             network=network, network_kind=_kind(network), weights_blob=blob,
             model_version=row["model_version"], steps_done=row["steps_done"],
             epsilon=row["epsilon"], exploration=exploration, reward_config=reward_config_from(config),
-            memory=memory, cpu=cpu,
-            api_key_digests=frozenset(ApiKey.objects.filter(active=True).values_list("digest", flat=True)),
-            fallback_reason=reason, refreshed_at=time.time(), replica_stats=replica_statistics(),
+            memory=self._memory, cpu=self._cpu, api_key_digests=self._digests,
+            fallback_reason=reason, refreshed_at=time.time(), replica_stats=replica_stats,
             router=row["router"], gate=gate, verdict=verdict, arms=arms,
         )
 
     @staticmethod
-    def _switch_router(current: str, verdict: Verdict) -> str:
+    def _switch_router(pool: str, current: str, verdict: Verdict) -> str:
         """Hand routing to the verdict's leader: one conditional update, so of several workers that
         reach the same verdict one switches and the others read the result."""
-        switched = AgentState.objects.filter(pk=1, router=current).update(
+        switched = AgentState.objects.filter(pool=pool, router=current).update(
             router=verdict.leader, router_since=timezone.now())
         if switched:
-            log.warning("routing handed from the %s to the %s: model lead %.4f (standard error %.4f), %s",
-                        current, verdict.leader, verdict.lead, verdict.stderr, verdict.reason)
-        return AgentState.objects.filter(pk=1).values_list("router", flat=True).first() or current
+            log.warning("pool %s: routing handed from the %s to the %s: model lead %.4f "
+                        "(standard error %.4f), %s", pool, current, verdict.leader, verdict.lead,
+                        verdict.stderr, verdict.reason)
+        return AgentState.objects.filter(pool=pool).values_list("router", flat=True).first() or current
 
-    def _load_network(self) -> tuple[dict, NumpyQNetwork | None, bytes | None, str | None]:
+    def _load_network(self, pool: str) -> tuple[dict, NumpyQNetwork | None, bytes | None, str | None]:
         """The published weights and the version, epsilon and steps of the same row, in one query:
         read apart, a publish in between would serve new weights under the old version (and ETag)."""
-        row = AgentState.objects.filter(pk=1).values(*_STATE_FIELDS, "serving_weights").first()
+        row = AgentState.objects.filter(pool=pool).values(*_STATE_FIELDS, "serving_weights").first()
         row = row or {**_NO_STATE, "serving_weights": None}
         blob, version = row.pop("serving_weights"), row["model_version"]
         if version == 0:
@@ -208,17 +268,18 @@ class PolicyCache:
             weights = weights_from_bytes(blob)
             network = NumpySetQNetwork(weights) if SET_DIMS_KEY in weights else NumpyQNetwork(weights)
         except Exception as exc:
-            log.error("published weights of model v%s do not load (%s); routing falls back", version, exc)
+            log.error("pool %s: published weights of model v%s do not load (%s); routing falls back",
+                      pool, version, exc)
             return row, None, None, f"model v{version} failed to load"
         if _kind(network) != settings.RL_NETWORK:
-            log.error("model v%s is a %s network but RL_NETWORK=%s; routing falls back until one is trained",
-                      version, _kind(network), settings.RL_NETWORK)
+            log.error("pool %s: model v%s is a %s network but RL_NETWORK=%s; routing falls back until one is "
+                      "trained", pool, version, _kind(network), settings.RL_NETWORK)
             return row, None, None, f"model v{version} is {_kind(network)}, RL_NETWORK {settings.RL_NETWORK}"
         if _kind(network) == "mlp" and network.n_actions != settings.NUM_REPLICAS:
-            log.error("model v%s has %s actions but NUM_REPLICAS=%s; routing falls back",
-                      version, network.n_actions, settings.NUM_REPLICAS)
+            log.error("pool %s: model v%s has %s actions but NUM_REPLICAS=%s; routing falls back",
+                      pool, version, network.n_actions, settings.NUM_REPLICAS)
             return row, None, None, f"model v{version} is for {network.n_actions} replicas"
-        log.info("serving model v%s", version)
+        log.info("pool %s: serving model v%s", pool, version)
         return row, network, blob, None
 
     def flush_selections(self) -> None:
@@ -227,15 +288,15 @@ class PolicyCache:
         # Positional decisions (the original body) only: named replicas are counted per name by
         # Prometheus and, once reported, in the per-replica statistics.
         pending = {key: total - self._flushed.get(key, 0) for key, total in list(self.selections.items())
-                   if isinstance(key[0], int)}
+                   if isinstance(key[1], int)}
         pending = {key: delta for key, delta in pending.items() if delta}
         if not pending:
             return
         with transaction.atomic():
-            for (replica_idx, policy), delta in pending.items():
-                counter = ReplicaSelection.objects.filter(replica_idx=replica_idx, policy=policy)
+            for (pool, replica_idx, policy), delta in pending.items():
+                counter = ReplicaSelection.objects.filter(pool=pool, replica_idx=replica_idx, policy=policy)
                 if not counter.update(count=F("count") + delta):
-                    ReplicaSelection.objects.get_or_create(replica_idx=replica_idx, policy=policy)
+                    ReplicaSelection.objects.get_or_create(pool=pool, replica_idx=replica_idx, policy=policy)
                     counter.update(count=F("count") + delta)
         for key, delta in pending.items():  # only once committed: a failed flush is retried whole
             self._flushed[key] = self._flushed.get(key, 0) + delta

@@ -265,13 +265,75 @@ REWARD_TTFT_WEIGHT = env_float("REWARD_TTFT_WEIGHT", 0.0, minimum=0.0, maximum=1
 # failures, time per token): recent outcomes count most, a replica's past fades in a few minutes.
 REPLICA_STATS_HALF_LIFE_SECONDS = env_float("REPLICA_STATS_HALF_LIFE_SECONDS", 30.0, minimum=1.0,
                                             maximum=3600.0)
-# The desired-replica gauge (agent_app/capacity.py): rlagent_desired_replicas{pool="default"}, the
-# LLM replicas that hold this latency target (ms); unset: off, no gauge. The percentile is 50 only
-# and the metric e2e only: the outcome rows keep mean latency, not a histogram, nor raw TTFT.
-AUTOSCALE_TARGET_MS = (env_float("AUTOSCALE_TARGET_MS", 1000.0, minimum=1.0, maximum=3_600_000.0)
+# The desired-replica gauge (agent_app/capacity.py): rlagent_desired_replicas{pool=...}, the LLM
+# replicas of each pool that hold this latency target (ms); unset: off, no gauge. The percentile is
+# 50 only and the metric e2e only: the outcome rows keep mean latency, not a histogram, nor raw TTFT.
+AUTOSCALE_TARGET_MS_LIMITS = (1.0, 3_600_000.0)
+AUTOSCALE_PERCENTILE_CHOICES = (50,)
+AUTOSCALE_METRIC_CHOICES = ("e2e",)
+AUTOSCALE_TARGET_MS = (env_float("AUTOSCALE_TARGET_MS", 1000.0, minimum=AUTOSCALE_TARGET_MS_LIMITS[0],
+                                 maximum=AUTOSCALE_TARGET_MS_LIMITS[1])
                        if env_str("AUTOSCALE_TARGET_MS", "") else None)
-AUTOSCALE_PERCENTILE = int(env_choice("AUTOSCALE_PERCENTILE", "50", ("50",)))
-AUTOSCALE_METRIC = env_choice("AUTOSCALE_METRIC", "e2e", ("e2e",))
+AUTOSCALE_PERCENTILE = int(env_choice("AUTOSCALE_PERCENTILE", "50",
+                                      tuple(str(p) for p in AUTOSCALE_PERCENTILE_CHOICES)))
+AUTOSCALE_METRIC = env_choice("AUTOSCALE_METRIC", "e2e", AUTOSCALE_METRIC_CHOICES)
+
+
+def _autoscale_pool_targets(raw: str) -> dict[str, dict[str, float | int | str]]:
+    """AUTOSCALE_POOL_TARGETS read: pool name -> the fields it overrides, each checked as the
+    AUTOSCALE_* setting it overrides is."""
+    import json
+
+    from agent_app.pools import check_name  # plain Python, no models: safe while settings load
+
+    def invalid(why: str) -> ImproperlyConfigured:
+        return ImproperlyConfigured(f"Environment variable AUTOSCALE_POOL_TARGETS={raw!r} is invalid: {why}.")
+
+    if not raw:
+        return {}
+    try:
+        parsed = json.loads(raw)
+    except ValueError as exc:
+        raise invalid(f"expected JSON ({exc})") from exc
+    if not isinstance(parsed, dict):
+        raise invalid('expected a JSON object such as {"<pool>": {"target_ms": 500}}')
+    low, high = AUTOSCALE_TARGET_MS_LIMITS
+    targets: dict[str, dict[str, float | int | str]] = {}
+    for pool, fields in parsed.items():
+        try:
+            check_name(pool)
+        except ValueError as exc:
+            raise invalid(str(exc)) from exc
+        if not isinstance(fields, dict) or not fields or set(fields) - {"target_ms", "percentile", "metric"}:
+            raise invalid(f"pool {pool!r}: expected an object of target_ms, percentile and/or metric, "
+                          f"got {fields!r}")
+        target: dict[str, float | int | str] = {}
+        if "target_ms" in fields:
+            value = fields["target_ms"]
+            if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+                raise invalid(f"pool {pool!r}: target_ms must be a number from {low:g} to {high:g}, "
+                              f"got {value!r}")
+            target["target_ms"] = float(value)
+        if "percentile" in fields:
+            value = fields["percentile"]
+            if isinstance(value, bool) or value not in AUTOSCALE_PERCENTILE_CHOICES:
+                raise invalid(f"pool {pool!r}: percentile must be one of {AUTOSCALE_PERCENTILE_CHOICES}, "
+                              f"got {value!r}")
+            target["percentile"] = int(value)
+        if "metric" in fields:
+            value = fields["metric"]
+            if value not in AUTOSCALE_METRIC_CHOICES:
+                raise invalid(f"pool {pool!r}: metric must be one of {AUTOSCALE_METRIC_CHOICES}, "
+                              f"got {value!r}")
+            target["metric"] = value
+        targets[pool] = target
+    return targets
+
+
+# Per-pool overrides of the three above, as JSON: {"<pool>": {"target_ms": 500, "percentile": 50,
+# "metric": "e2e"}, ...}. A field left out is the AUTOSCALE_* setting's; a pool given a target_ms
+# has its gauge even while AUTOSCALE_TARGET_MS is unset.
+AUTOSCALE_POOL_TARGETS = _autoscale_pool_targets(env_str("AUTOSCALE_POOL_TARGETS", ""))
 AUTOSCALE_MIN_REPLICAS = env_int("AUTOSCALE_MIN_REPLICAS", 1, minimum=0, maximum=10_000)
 AUTOSCALE_MAX_REPLICAS = env_int("AUTOSCALE_MAX_REPLICAS", 64, minimum=1, maximum=10_000)
 if AUTOSCALE_MAX_REPLICAS < AUTOSCALE_MIN_REPLICAS:
@@ -296,6 +358,13 @@ PREFIX_INDEX_PENDING_BLOCKS = env_int("PREFIX_INDEX_PENDING_BLOCKS", 16384, mini
 # How long a match may wait for Redis, and how long Redis is left alone after it failed.
 PREFIX_INDEX_TIMEOUT_SECONDS = env_float("PREFIX_INDEX_TIMEOUT_SECONDS", 0.1, minimum=0.001, maximum=10.0)
 PREFIX_INDEX_RETRY_SECONDS = env_float("PREFIX_INDEX_RETRY_SECONDS", 5.0, minimum=0.0, maximum=3600.0)
+# Replica pools (agent_app/pools.py): an unknown pool in a request is created on first use (true)
+# or answered 404 (false); a web worker serves at most POOLS_SERVED_MAX pools from memory (the
+# least recently used one is dropped and reloaded when asked for again); a training worker keeps
+# at most POOLS_TRAINERS_MAX pools' agents and replay mirrors in memory.
+POOLS_AUTO_CREATE = env_bool("POOLS_AUTO_CREATE", False)
+POOLS_SERVED_MAX = env_int("POOLS_SERVED_MAX", 256, minimum=1, maximum=100_000)
+POOLS_TRAINERS_MAX = env_int("POOLS_TRAINERS_MAX", 8, minimum=1, maximum=10_000)
 # Seconds a trainer's lease lasts without renewal: how long a killed trainer blocks the next one.
 TRAINING_LEASE_SECONDS = env_float("TRAINING_LEASE_SECONDS", 30.0, minimum=2.0)
 # How long POST /train waits for the training worker before answering 504.

@@ -86,20 +86,15 @@ def model_path(settings, tmp_path):
 @pytest.fixture
 def client(store, api_key):
     """An API client holding a valid key, on a fresh agent with an empty replay store."""
-    from django.conf import settings
     from rest_framework.test import APIClient
 
     from agent_app import metrics
-    from agent_app.replica_outcomes import OutcomeTally
     from agent_app.services import training
-    from agent_app.serving import ServingSnapshot, policy_cache
+    from agent_app.serving import policy_cache
 
-    training._trainer = training.LocalTrainer()
-    # A snapshot, counts and outcomes of earlier tests are not this test's.
-    policy_cache.snapshot = ServingSnapshot(exploration=settings.RL_EXPLORATION)
-    policy_cache.outcomes = OutcomeTally()
-    policy_cache.selections.clear()
-    policy_cache._flushed.clear()
+    training._trainers.clear()
+    # Snapshots, counts and outcomes of earlier tests are not this test's.
+    policy_cache.reset()
     metrics._decisions_counted.clear()
     return APIClient(HTTP_AUTHORIZATION=f"Bearer {api_key}", SERVER_NAME="localhost")
 

@@ -1,10 +1,12 @@
-"""The Grafana dashboard imports as JSON with a Prometheus datasource variable, and every metric its
-queries read is one the service's /metrics exports (scraped after real traffic)."""
+"""The Grafana dashboard imports as JSON with Prometheus datasource and pool variables, every metric
+its queries read is one the service's /metrics exports (scraped after real traffic), and every query
+of a per-pool metric keeps to the pools chosen."""
 
 from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,9 @@ DASHBOARD = Path(__file__).resolve().parents[1] / "deploy" / "grafana" / "rlagen
 PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or", "unless",
                 "offset", "inf", "nan"}
 IDENTIFIER = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+SELECTOR = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(\{[^}]*\})?")
+POOL_FILTER = 'pool=~"$pool"'
+SERVICE_WIDE = "every pool together"  # in the title of the rows whose panels cannot filter by pool
 
 
 def metric_names(expr: str) -> set[str]:
@@ -37,6 +42,12 @@ def metric_names(expr: str) -> set[str]:
     return names
 
 
+def selectors(expr: str) -> list[tuple[str, str]]:
+    """(metric name, label matchers) of every selector in a PromQL expression."""
+    names = metric_names(expr)
+    return [(m.group(1), m.group(2) or "") for m in SELECTOR.finditer(expr) if m.group(1) in names]
+
+
 def panels(dashboard: dict) -> list[dict]:
     found = []
     for panel in dashboard["panels"]:
@@ -47,6 +58,38 @@ def panels(dashboard: dict) -> list[dict]:
 
 def queries(dashboard: dict) -> list[str]:
     return [target["expr"] for panel in panels(dashboard) for target in panel.get("targets", [])]
+
+
+def row_of_each_panel(dashboard: dict) -> dict[int, str]:
+    """Panel id -> the title of the row it sits under (rows are expanded: their panels follow them)."""
+    rows, row = {}, ""
+    for panel in dashboard["panels"]:
+        if panel["type"] == "row":
+            row = panel["title"]
+            assert not panel.get("panels"), f"row {row!r} is collapsed"
+        else:
+            rows[panel["id"]] = row
+    return rows
+
+
+def scrape_after_traffic(client, settings) -> list:
+    """Every sample /metrics exports after a decision, a report and an outcome the capacity gauge reads."""
+    from agent_app.capacity import capacity
+    from agent_app.models import ReplicaOutcome
+    from agent_app.replica_outcomes import BUCKET_SECONDS
+
+    settings.METRICS_OPEN = True
+    settings.AUTOSCALE_TARGET_MS = 1000.0
+    capacity.reset()
+    assert client.post("/select_replica", SEED_SELECT, format="json").status_code == 200
+    assert client.post("/record_experience", SEED_EXPERIENCE, format="json").status_code == 201
+    last_bucket = int(time.time() // BUCKET_SECONDS) - 1
+    ReplicaOutcome.objects.create(bucket=last_bucket, replica="replica-1", count=10, latency_sum=2000.0)
+    response = client.get("/metrics")
+    capacity.reset()
+    assert response.status_code == 200
+    return [sample for family in text_string_to_metric_families(response.content.decode())
+            for sample in family.samples]
 
 
 @pytest.fixture(scope="module")
@@ -61,10 +104,20 @@ def test_metric_names_are_read_from_promql_without_functions_labels_or_variables
     assert metric_names(expr) == {"a_bucket", "b_total", "c"}
 
 
-def test_the_dashboard_has_panels_with_queries_on_a_prometheus_datasource_variable(dashboard):
+def test_selectors_are_read_with_their_label_matchers():
+    expr = ('sum by (pool) (rate(a_total{pool=~"$pool", policy="x"}[$__rate_interval])) / '
+            'ignoring(replica) group_left sum(b)')
+    assert selectors(expr) == [("a_total", '{pool=~"$pool", policy="x"}'), ("b", "")]
+
+
+def test_the_dashboard_has_panels_with_queries_on_prometheus_datasource_and_pool_variables(dashboard):
     variables = {v["name"]: v for v in dashboard["templating"]["list"]}
     source = variables["datasource"]
     assert source["type"] == "datasource" and source["query"] == "prometheus"
+    pool = variables["pool"]
+    assert pool["type"] == "query" and pool["datasource"]["uid"] == "${datasource}"
+    assert pool["query"] == pool["definition"] == "label_values(rl_agent_model_version, pool)"
+    assert pool["multi"] and pool["includeAll"]
     graphs = [p for p in panels(dashboard) if p["type"] != "row"]
     assert len(graphs) >= 15
     for panel in graphs:
@@ -85,13 +138,7 @@ def test_the_dashboard_covers_what_operators_watch(dashboard):
 
 
 def test_every_metric_a_query_reads_is_exported_by_the_service(dashboard, client, settings):
-    settings.METRICS_OPEN = True
-    assert client.post("/select_replica", SEED_SELECT, format="json").status_code == 200
-    assert client.post("/record_experience", SEED_EXPERIENCE, format="json").status_code == 201
-    response = client.get("/metrics")
-    assert response.status_code == 200
-    samples = [sample for family in text_string_to_metric_families(response.content.decode())
-               for sample in family.samples]
+    samples = scrape_after_traffic(client, settings)
     exported = {sample.name for sample in samples}
     views = {sample.labels["view"] for sample in samples if "view" in sample.labels}
     for expr in queries(dashboard):
@@ -99,3 +146,20 @@ def test_every_metric_a_query_reads_is_exported_by_the_service(dashboard, client
         assert not missing, f"{expr!r} reads {sorted(missing)}, which /metrics does not export"
         for view in re.findall(r'view="([^"]+)"', expr):  # django-prometheus labels views by URL name
             assert view in views, f"{expr!r}: no view {view!r} in {sorted(views)}"
+
+
+def test_every_query_of_a_per_pool_metric_keeps_to_the_pools_chosen(dashboard, client, settings):
+    per_pool = {sample.name for sample in scrape_after_traffic(client, settings) if "pool" in sample.labels}
+    assert {"rl_agent_model_version", "rl_agent_decisions_total", "rlagent_desired_replicas"} <= per_pool
+    rows = row_of_each_panel(dashboard)
+    for panel in panels(dashboard):
+        for target in panel.get("targets", []):
+            read = selectors(target["expr"])
+            for name, matchers in read:
+                if name in per_pool:
+                    assert POOL_FILTER in matchers, f"{panel['title']!r}: {name} without {POOL_FILTER}"
+            if not any(name in per_pool for name, _ in read):  # only service-wide figures: said so
+                assert SERVICE_WIDE in rows[panel["id"]].lower(), (
+                    f"{panel['title']!r} reads no per-pool metric but sits in row {rows[panel['id']]!r}")
+            else:
+                assert SERVICE_WIDE not in rows[panel["id"]].lower(), panel["title"]

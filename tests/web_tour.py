@@ -44,6 +44,8 @@ def pages(rows: dict[str, str]) -> list[str]:
             pass
         if name == "admin:app_list":
             paths += [reverse(name, kwargs={"app_label": label}) for label in labels]
+        elif name == "admin:agent_app_agentconfig_pool":  # a pool's configuration, by pool name
+            paths.append(reverse(name, kwargs={"name": "default"}))
         elif name == "admin:auth_user_password_change" and "auth_user" in rows:
             paths.append(reverse(name, kwargs={"id": rows["auth_user"]}))
         elif (key := name.removeprefix("admin:").rsplit("_", 1)[0]) in rows:

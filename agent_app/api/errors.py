@@ -1,5 +1,6 @@
-"""Errors the views leave to DRF: a body over the size limit (413), a refused training request,
-and a backend that stops answering (a 503 naming it, never a 500)."""
+"""Errors the views leave to DRF: a body over the size limit (413), a pool that does not exist
+(404), a refused training request, and a backend that stops answering (a 503 naming it, never a
+500)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from agent_app.outages import OUTAGES, describe_outage
+from agent_app.pools import PoolNotFound
 from agent_app.services.refusals import TrainingRefused
 
 log = logging.getLogger(__name__)
@@ -30,6 +32,8 @@ def exception_handler(exc, context):
     if isinstance(exc, RequestDataTooBig):  # Django's own size check, before the parser sees the body
         detail = f"request body is larger than the {settings.MAX_BODY_BYTES} bytes accepted"
         return _answer({"detail": detail}, status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
+    if isinstance(exc, PoolNotFound):
+        return _answer({"detail": str(exc), "pool": exc.name}, status.HTTP_404_NOT_FOUND)
     if isinstance(exc, TrainingRefused):
         return _answer({"detail": str(exc), **exc.context}, exc.status_code)
     if isinstance(exc, OUTAGES):

@@ -26,6 +26,8 @@ from agent_app.api.fields import (
     VectorField,
 )
 from agent_app.decisions import InvalidDecision, decode_decision
+from agent_app.pools import DEFAULT_POOL, NAME_RULE
+from agent_app.pools import NAME_PATTERN as POOL_NAME
 from agent_app.rl.replica_features import compact_size, is_compact
 from agent_app.rl.state import EXTRA_FEATURES
 
@@ -118,6 +120,13 @@ class ActionField(StrictIntegerField):
         return super().to_internal_value(data)
 
 
+def pool_field() -> StrictRegexField:
+    return StrictRegexField(
+        POOL_NAME.pattern, required=False,
+        help_text=f"The replica pool ({NAME_RULE}); without it, the default pool.",
+    )
+
+
 class SelectReplicaRequest(LeanSerializer):
     """The gateway's view of the cluster for one request: positional `replica_loads` (the original
     specification's body) or named `replicas` with optional signals, and optional request features."""
@@ -130,6 +139,7 @@ class SelectReplicaRequest(LeanSerializer):
                   "waiting (requests, as vLLM reports them) and kv_cache_usage (0-1); names unique.",
     )
     request = RequestFeaturesField(required=False, help_text="Optional: prompt_tokens and max_tokens.")
+    pool = pool_field()
     queue_depth = StrictFloatField(min_value=0, max_value=MAX_LOAD, help_text="Jobs waiting, 0-100.")
     recent_latency_ms = StrictFloatField(min_value=0, max_value=MAX_LATENCY_MS)
     current_rps = StrictFloatField(min_value=0, max_value=MAX_RPS)
@@ -187,6 +197,7 @@ class ExperienceRequest(LeanSerializer):
                                help_text="Time to first token, when the gateway streamed the answer.")
     output_tokens = StrictIntegerField(min_value=0, max_value=MAX_TOKENS, required=False,
                                        help_text="Tokens generated (the answer's usage.completion_tokens).")
+    pool = pool_field()
 
     def validate(self, attrs):
         if "decision_id" in attrs:
@@ -238,19 +249,31 @@ def _check_loads(attrs: dict, n: int) -> None:
 
 class ExperienceBatchRequest(serializers.Serializer):
     experiences = ExperienceRequest(many=True, allow_empty=False, max_length=MAX_BATCH)
+    pool = pool_field()
 
     @classmethod
     def validated(cls, data: object) -> dict:
         """As LeanSerializer.validated, every body of the batch at once."""
         items = data.get("experiences") if isinstance(data, dict) else None
         plan = plan_for(ExperienceRequest)
-        if plan and type(items) is list and 0 < len(items) <= MAX_BATCH:
+        validated = None
+        pool = data.get("pool", DEFAULT_POOL) if isinstance(data, dict) else None
+        if plan and type(items) is list and 0 < len(items) <= MAX_BATCH and type(pool) is str \
+                and POOL_NAME.match(pool):
             fast = validate_many(plan, items)
             if fast:
-                return {"experiences": fast}
-        serializer = cls(data=data)
-        serializer.is_valid(raise_exception=True)
-        return serializer.validated_data
+                validated = {"experiences": fast, "pool": pool}
+        if validated is None:
+            serializer = cls(data=data)
+            serializer.is_valid(raise_exception=True)
+            validated = serializer.validated_data
+        pool = validated.get("pool", DEFAULT_POOL)
+        items = validated["experiences"]
+        strays = [i for i, item in enumerate(items) if item.get("pool", pool) != pool]
+        if strays:  # one batch, one pool: its buffer, its statistics
+            raise serializers.ValidationError({"experiences": [
+                f"items {strays[:10]} name another pool than the batch's {pool!r}; send one batch per pool"]})
+        return validated
 
 
 class RecordResponse(serializers.Serializer):
@@ -260,7 +283,11 @@ class RecordResponse(serializers.Serializer):
     buffer_size = serializers.IntegerField()
 
 
-class TrainQuery(serializers.Serializer):
+class PoolQuery(serializers.Serializer):
+    pool = pool_field()
+
+
+class TrainQuery(PoolQuery):
     batch_size = QueryIntegerField(
         min_value=1, max_value=4096, required=False,
         help_text="Default: the admin's batch size, else TRAINING_BATCH_SIZE (256).",
@@ -290,6 +317,7 @@ class SaveModelResponse(serializers.Serializer):
 
 
 class StatsResponse(serializers.Serializer):
+    pool = serializers.CharField(help_text="The pool these figures are of.")
     epsilon = serializers.FloatField()
     steps_done = serializers.IntegerField()
     buffer_size = serializers.IntegerField(allow_null=True)

@@ -23,6 +23,7 @@ from rest_framework.views import APIView
 from agent_app import metrics
 from agent_app.api import serializers as io
 from agent_app.api.hot_path import JsonOnlyAPIView, json_response
+from agent_app.pools import DEFAULT_POOL, ensure_pool, pool_scope
 from agent_app.services import dispatch
 from agent_app.services.ab_testing import ab_results
 from agent_app.services.experiences import record_experiences
@@ -37,8 +38,9 @@ _UNAVAILABLE = OpenApiResponse(io.ErrorResponse, description="The database or th
 _REFUSED = OpenApiResponse(io.ErrorResponse, description="Another trainer holds the lease, or the replay "
                                                          "buffer holds fewer experiences than a batch")
 _TIMEOUT = OpenApiResponse(io.ErrorResponse, description="The training worker did not answer in time")
+_NO_POOL = OpenApiResponse(io.ErrorResponse, description="No pool of that name (POOLS_AUTO_CREATE is off)")
 _BODY_ERRORS = {
-    400: _INVALID, 401: _NO_KEY,
+    400: _INVALID, 401: _NO_KEY, 404: _NO_POOL,
     413: OpenApiResponse(io.ErrorResponse, description="Body larger than MAX_BODY_BYTES"),
     415: OpenApiResponse(io.ErrorResponse, description="Body is not application/json"),
 }
@@ -47,6 +49,21 @@ _SEED_SELECT = {"replica_loads": [5, 3, 7], "queue_depth": 12, "recent_latency_m
                 "current_rps": 8.2, "success_rate": 0.98}
 _SEED_EXPERIENCE = {"state": [5, 3, 7, 12, 0.28, 8.2, 0.98, 0.5, 0.4, 0.5], "action": 1, "latency_ms": 265.3,
                     "success": True, "replica_loads": [5, 4, 7]}
+
+
+def _query(serializer_class: type[serializers.Serializer], request) -> dict:
+    """The validated query parameters, or a 400 naming each bad one."""
+    query = serializer_class(data=request.query_params)
+    query.is_valid(raise_exception=True)
+    return dict(query.validated_data)
+
+
+def _existing_pool(query: dict) -> str:
+    """The query's pool (removed from it), checked to exist: PoolNotFound answers 404."""
+    pool = query.pop("pool", DEFAULT_POOL)
+    if pool not in policy_cache.known_pools:
+        ensure_pool(pool)
+    return pool
 
 
 class SelectReplicaView(JsonOnlyAPIView):
@@ -81,7 +98,8 @@ class RecordExperienceView(JsonOnlyAPIView):
             metrics.count_rejected(request.data)
             raise
         items = validated["experiences"] if is_batch else [validated]
-        outcome = record_experiences(items=items)  # a store that does not answer: 503 (api/errors.py)
+        # A store that does not answer: 503; a pool that does not exist: 404 (api/errors.py).
+        outcome = record_experiences(items=items, pool=validated.get("pool", DEFAULT_POOL))
         body = {"stored": outcome.stored, "duplicates": outcome.duplicates,
                 "rewards": outcome.rewards, "buffer_size": outcome.buffer_size}
         return json_response(body, status=status.HTTP_201_CREATED)
@@ -92,30 +110,34 @@ class TrainView(APIView):
 
     @extend_schema(
         parameters=[io.TrainQuery], request=None,
-        responses={200: io.TrainResponse, 400: _INVALID, 401: _NO_KEY, 409: _REFUSED, 503: _UNAVAILABLE,
-                   504: _TIMEOUT},
+        responses={200: io.TrainResponse, 400: _INVALID, 401: _NO_KEY, 404: _NO_POOL, 409: _REFUSED,
+                   503: _UNAVAILABLE, 504: _TIMEOUT},
     )
     def post(self, request):
-        query = io.TrainQuery(data=request.query_params)
-        query.is_valid(raise_exception=True)
-        return Response(dispatch.request_training(**query.validated_data))
+        query = _query(io.TrainQuery, request)
+        pool = _existing_pool(query)
+        return Response(dispatch.request_training(**query, pool=pool))
 
 
 class SaveModelView(APIView):
     endpoint = "save_model"
 
-    @extend_schema(request=None, responses={200: io.SaveModelResponse, 401: _NO_KEY, 409: _REFUSED,
-                                            503: _UNAVAILABLE, 504: _TIMEOUT})
+    @extend_schema(parameters=[io.PoolQuery], request=None,
+                   responses={200: io.SaveModelResponse, 400: _INVALID, 401: _NO_KEY, 404: _NO_POOL,
+                              409: _REFUSED, 503: _UNAVAILABLE, 504: _TIMEOUT})
     def post(self, request):
-        return Response(dispatch.request_checkpoint())
+        return Response(dispatch.request_checkpoint(pool=_existing_pool(_query(io.PoolQuery, request))))
 
 
 class StatsView(APIView):
     endpoint = "stats"
 
-    @extend_schema(responses={200: io.StatsResponse, 401: _NO_KEY, 503: _UNAVAILABLE})
+    @extend_schema(parameters=[io.PoolQuery],
+                   responses={200: io.StatsResponse, 400: _INVALID, 401: _NO_KEY, 404: _NO_POOL,
+                              503: _UNAVAILABLE})
     def get(self, request):
-        return Response(agent_stats())
+        with pool_scope(_existing_pool(_query(io.PoolQuery, request))):
+            return Response(agent_stats())
 
 
 class ModelWeightsView(APIView):
@@ -125,6 +147,7 @@ class ModelWeightsView(APIView):
 
     @extend_schema(
         parameters=[
+            io.PoolQuery,
             OpenApiParameter("If-None-Match", str, OpenApiParameter.HEADER,
                              description="The ETag of the weights held: 304 while they are current"),
             OpenApiParameter("ETag", str, OpenApiParameter.HEADER, response=[200, 304]),
@@ -135,12 +158,13 @@ class ModelWeightsView(APIView):
         ],
         responses={(200, "application/octet-stream"): OpenApiResponse(OpenApiTypes.BINARY,
                                                                       description="npz weights"),
-                   304: OpenApiResponse(description="Not modified"), 401: _NO_KEY,
-                   404: OpenApiResponse(io.ErrorResponse, description="No model published yet")},
+                   304: OpenApiResponse(description="Not modified"), 400: _INVALID, 401: _NO_KEY,
+                   404: OpenApiResponse(io.ErrorResponse, description="No model published yet, or no "
+                                                                      "such pool")},
     )
     def get(self, request):
         policy_cache.ensure_started()
-        snap = policy_cache.snapshot
+        snap = policy_cache.snapshot_for(_query(io.PoolQuery, request).get("pool", DEFAULT_POOL))
         if snap.weights_blob is None:
             return Response({"detail": snap.fallback_reason or "no model published"}, status=404)
         etag = f'"v{snap.model_version}"'
@@ -154,10 +178,12 @@ class ModelWeightsView(APIView):
 class AbResultsView(APIView):
     endpoint = "stats"
 
-    @extend_schema(responses={200: OpenApiResponse(io.AbResultsResponse, description="Outcomes per arm"),
-                              401: _NO_KEY, 503: _UNAVAILABLE})
+    @extend_schema(parameters=[io.PoolQuery],
+                   responses={200: OpenApiResponse(io.AbResultsResponse, description="Outcomes per arm"),
+                              400: _INVALID, 401: _NO_KEY, 404: _NO_POOL, 503: _UNAVAILABLE})
     def get(self, request):
-        return Response(ab_results())
+        with pool_scope(_existing_pool(_query(io.PoolQuery, request))):
+            return Response(ab_results())
 
 
 class HealthView(APIView):

@@ -1,4 +1,5 @@
-"""The dashboard's history: one MetricSample per training run, trimmed to the newest N."""
+"""The dashboard's history: one MetricSample per training run of a pool, trimmed to the newest N
+per pool. Every function works on the current pool (agent_app/pools.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ from collections import defaultdict
 from typing import Any
 
 from django.conf import settings
+from django.db.models import QuerySet
 
 from agent_app.models import MetricSample, ReplicaSelection
+from agent_app.pools import current_pool
 from agent_app.replay import StoreUnavailable, get_replay_store
 
 log = logging.getLogger(__name__)
@@ -34,11 +37,13 @@ def record_sample(result: dict[str, Any]) -> MetricSample:
         for row in recent:
             by_replica[row["action"]].append(row["latency_ms"])
         latency = {names[i]: sum(v) / len(v) for i, v in sorted(by_replica.items()) if i < len(names)}
-    totals = {f"{r.replica_idx}:{r.policy}": r.count for r in ReplicaSelection.objects.all()}
-    previous = MetricSample.objects.order_by("-id").values_list("selection_totals", flat=True).first()
+    pool = current_pool()
+    totals = {f"{r.replica_idx}:{r.policy}": r.count for r in ReplicaSelection.objects.filter(pool=pool)}
+    previous = _samples().order_by("-id").values_list("selection_totals", flat=True).first()
     share, fallback_rate, exploration_rate = _rates(_delta(totals, previous or {}), names)
     sample = MetricSample.objects.create(
-        model_version=result["model_version"], steps_done=result["steps_done"], epsilon=result["epsilon"],
+        pool=pool, model_version=result["model_version"], steps_done=result["steps_done"],
+        epsilon=result["epsilon"],
         loss=result.get("loss"), avg_reward=avg_reward, buffer_size=result.get("buffer_size"),
         latency_by_replica=latency, share_by_replica=share, fallback_rate=fallback_rate,
         exploration_rate=exploration_rate, selection_totals=totals,
@@ -68,14 +73,18 @@ def _rates(delta: dict[str, int], names: list[str]) -> tuple[dict[str, float], f
     return share, per_policy["least_loaded"] / total, per_policy["explore"] / total
 
 
+def _samples() -> QuerySet[MetricSample]:
+    return MetricSample.objects.filter(pool=current_pool())
+
+
 def trim(keep: int) -> None:
-    boundary = list(MetricSample.objects.order_by("-id").values_list("id", flat=True)[keep - 1 : keep])
+    boundary = list(_samples().order_by("-id").values_list("id", flat=True)[keep - 1 : keep])
     if boundary:
-        MetricSample.objects.filter(id__lt=boundary[0]).delete()
+        _samples().filter(id__lt=boundary[0]).delete()
 
 
 def samples(limit: int | None = None) -> list[MetricSample]:
     """The newest `limit` samples (all kept by default), oldest first for charting."""
-    rows = list(MetricSample.objects.order_by("-id")[: limit or settings.DASHBOARD_HISTORY_SAMPLES])
+    rows = list(_samples().order_by("-id")[: limit or settings.DASHBOARD_HISTORY_SAMPLES])
     rows.reverse()
     return rows

@@ -1,4 +1,7 @@
-"""The dashboard page (staff only) and its two buttons: train now, save a checkpoint now."""
+"""The dashboard page (staff only) and its two buttons: train now, save a checkpoint now.
+
+The page shows one pool, `?pool=` (the default pool when none is named); its figures, charts and
+buttons are that pool's."""
 
 from __future__ import annotations
 
@@ -16,7 +19,9 @@ from django.views.decorators.http import require_POST
 
 from agent_app.dashboard.charts import Chart, line_chart, number, percent
 from agent_app.dashboard.history import samples
+from agent_app.dashboard.pools import chosen_pool, of_pool, pool_query
 from agent_app.models import AgentConfig, MetricSample
+from agent_app.pools import pool_names, pool_scope
 from agent_app.replay import StoreUnavailable
 from agent_app.services import dispatch, stats
 from agent_app.services.refusals import TrainingRefused, TrainingTimeout, TrainingUnavailable
@@ -29,24 +34,31 @@ OPERATE = "agent_app.change_agentconfig"  # who may start training or a checkpoi
 
 @staff_member_required
 def dashboard(request: HttpRequest) -> HttpResponse:
-    history = samples()
-    figures = stats.agent_stats()
+    pool = chosen_pool(request.GET)
+    with pool_scope(pool):
+        history = samples()
+        figures = stats.agent_stats()
+        ab = ab_comparison()
     context = {
+        "pool": pool,
+        "pool_query": pool_query(pool),
         "stats": figures,
         "figures": headline(figures),
-        "serving": policy_cache.snapshot,
+        "serving": policy_cache.snapshot_for(pool),
         "charts": charts(history),
         "samples": len(history),
         "last_sample": history[-1] if history else None,
-        "ab": ab_comparison(),
+        "ab": ab,
         "refresh_seconds": REFRESH_SECONDS,
         "can_operate": request.user.has_perm(OPERATE),
         "default_iterations": settings.TRAINING_ITERATIONS,
     }
     if request.GET.get("partial"):  # the page's own refresh fetches just the body
         return render(request, "agent_app/dashboard_body.html", context)
+    pools = pool_names()
+    title = "RL agent dashboard" if len(pools) == 1 else f"RL agent dashboard: pool {pool}"
     return render(request, "agent_app/dashboard.html",
-                  {**admin.site.each_context(request), "title": "RL agent dashboard", **context})
+                  {**admin.site.each_context(request), "title": title, "pools": pools, **context})
 
 
 def headline(figures: dict[str, Any]) -> list[tuple[str, str, str]]:
@@ -119,25 +131,26 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def _back() -> HttpResponseRedirect:
-    return HttpResponseRedirect(reverse("agent_dashboard"))
+def _back(pool: str) -> HttpResponseRedirect:
+    return HttpResponseRedirect(reverse("agent_dashboard") + pool_query(pool))
 
 
 @require_POST
 @staff_member_required
 @permission_required(OPERATE, raise_exception=True)
 def train_now(request: HttpRequest) -> HttpResponse:
-    """One training run on the training worker, its outcome as a message."""
+    """One training run of the page's pool on the training worker, its outcome as a message."""
+    pool = chosen_pool(request.POST)
     try:
         iterations = int(request.POST.get("iterations") or settings.TRAINING_ITERATIONS)
     except ValueError:
         iterations = 0
     if not 1 <= iterations <= 10_000:
         messages.error(request, "Iterations must be a whole number between 1 and 10000.")
-        return _back()
-    batch_size = AgentConfig.load().batch_size or settings.TRAINING_BATCH_SIZE
+        return _back(pool)
+    batch_size = AgentConfig.load(pool).batch_size or settings.TRAINING_BATCH_SIZE
     try:
-        result = dispatch.request_training(batch_size=batch_size, iterations=iterations)
+        result = dispatch.request_training(batch_size=batch_size, iterations=iterations, pool=pool)
     except TrainingTimeout as exc:
         messages.warning(request, f"Training queued: {exc}.")
     except TrainingUnavailable as exc:
@@ -148,25 +161,27 @@ def train_now(request: HttpRequest) -> HttpResponse:
         cut_short = " (its time budget ran out)" if result["time_limited"] else ""
         messages.success(
             request,
-            f"Trained {result['iterations']} step(s){cut_short}: "
+            f"Trained {result['iterations']} step(s){of_pool(pool)}{cut_short}: "
             f"model v{result['model_version']}, {result['steps_done']} steps, "
             f"loss {number(result['loss'], 5)}, epsilon {result['epsilon']:.4f}, "
             f"{result['buffer_size']} experiences in the buffer.",
         )
-    return _back()
+    return _back(pool)
 
 
 @require_POST
 @staff_member_required
 @permission_required(OPERATE, raise_exception=True)
 def checkpoint_now(request: HttpRequest) -> HttpResponse:
+    pool = chosen_pool(request.POST)
     try:
-        result = dispatch.request_checkpoint()
+        result = dispatch.request_checkpoint(pool=pool)
     except TrainingTimeout as exc:
         messages.warning(request, f"Checkpoint queued: {exc}.")
     except TrainingRefused as exc:
         messages.warning(request, f"Checkpoint refused: {exc}.")
     else:
-        messages.success(request, f"Checkpoint v{result['version']} written at {result['steps_done']} steps "
-                                  f"to {result.get('versioned_path', result['path'])}.")
-    return _back()
+        where = result.get("versioned_path", result["path"])
+        messages.success(request, f"Checkpoint v{result['version']}{of_pool(pool)} written at "
+                                  f"{result['steps_done']} steps to {where}.")
+    return _back(pool)

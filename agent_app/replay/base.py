@@ -8,6 +8,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from agent_app.pools import DEFAULT_POOL
+
 
 class StoreUnavailable(Exception):
     """The store's backend (Redis or the database) does not answer."""
@@ -46,13 +48,14 @@ class TransitionArrays:
 
 
 class ReplayStore(ABC):
-    """A bounded, shared store of experiences (the oldest are dropped past `capacity`)."""
+    """A bounded, shared store of one pool's experiences (the oldest are dropped past `capacity`)."""
 
     name: str
 
-    def __init__(self, capacity: int, state_dim: int) -> None:
+    def __init__(self, capacity: int, state_dim: int, pool: str = DEFAULT_POOL) -> None:
         self.capacity = capacity
         self.state_dim = state_dim
+        self.pool = pool
 
     @abstractmethod
     def add(self, records: list[ExperienceRecord]) -> int:
@@ -68,6 +71,11 @@ class ReplayStore(ABC):
     @abstractmethod
     def read_since(self, cursor: str | None, limit: int) -> tuple[TransitionArrays, str | None]:
         """Experiences appended after `cursor` (oldest first) and the cursor to continue from."""
+
+    @abstractmethod
+    def newest_cursor(self) -> str | None:
+        """The cursor of the newest experience (what `read_since` would return after reading all),
+        None when the store is empty."""
 
     @abstractmethod
     def recent(self, count: int) -> list[dict]:

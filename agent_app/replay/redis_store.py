@@ -5,16 +5,12 @@ from __future__ import annotations
 import numpy as np
 import redis
 
-from agent_app.redis_client import KEY_PREFIX, get_redis
+from agent_app.pools import DEFAULT_POOL, redis_prefix
+from agent_app.redis_client import get_redis
 from agent_app.replay.base import ExperienceRecord, ReplayStore, StoreUnavailable, TransitionArrays
 from agent_app.replay.histogram import latency_bucket
 
-STREAM_KEY = KEY_PREFIX + "experiences"
-SEEN_PREFIX = KEY_PREFIX + "experience-id:"
 ID_TTL_SECONDS = 7 * 24 * 3600  # a retried report is recognised for a week
-
-ARM_PREFIX = KEY_PREFIX + "arm:"
-ARMS_KEY = KEY_PREFIX + "arms"
 
 # Atomic append-and-trim: SET NX on the client's id makes a retried report a no-op, the A/B
 # totals of a stored record's arm are updated in the same call, and one exact XTRIM at the end
@@ -71,9 +67,13 @@ return {stored, redis.call('XLEN', KEYS[1])}
 class RedisReplayStore(ReplayStore):
     name = "redis"
 
-    def __init__(self, capacity: int, state_dim: int) -> None:
-        super().__init__(capacity, state_dim)
+    def __init__(self, capacity: int, state_dim: int, pool: str = DEFAULT_POOL) -> None:
+        super().__init__(capacity, state_dim, pool)
         self._append = get_redis().register_script(_APPEND)
+        # The pool's keys: the stream, known ids, A/B totals per arm and the set of arms.
+        prefix = redis_prefix(pool)
+        self.stream_key, self.seen_prefix = prefix + "experiences", prefix + "experience-id:"
+        self.arm_prefix, self.arms_key = prefix + "arm:", prefix + "arms"
 
     def add(self, records: list[ExperienceRecord]) -> int:
         return self.add_and_size(records)[0]
@@ -95,17 +95,18 @@ class RedisReplayStore(ReplayStore):
             ",".join(str(latency_bucket(r.latency_ms)) if r.arm else "" for r in records),
         ]
         try:
-            stored, size = self._append(keys=[STREAM_KEY, SEEN_PREFIX, ARM_PREFIX, ARMS_KEY], args=args)
+            keys = [self.stream_key, self.seen_prefix, self.arm_prefix, self.arms_key]
+            stored, size = self._append(keys=keys, args=args)
         except redis.RedisError as exc:
             raise StoreUnavailable(f"Redis replay store unavailable: {exc}") from exc
         return int(stored), int(size)
 
     def size(self) -> int:
-        return self._call(get_redis().xlen, STREAM_KEY)
+        return self._call(get_redis().xlen, self.stream_key)
 
     def read_since(self, cursor: str | None, limit: int) -> tuple[TransitionArrays, str | None]:
         start = f"({cursor}" if cursor else "-"
-        entries = self._call(get_redis().xrange, STREAM_KEY, start, "+", limit)
+        entries = self._call(get_redis().xrange, self.stream_key, start, "+", limit)
         if not entries:
             return self._arrays([], [], [], []), cursor
         arrays = TransitionArrays(
@@ -116,15 +117,20 @@ class RedisReplayStore(ReplayStore):
         )
         return arrays, entries[-1][0].decode()
 
+    def newest_cursor(self) -> str | None:
+        newest = self._call(get_redis().xrevrange, self.stream_key, "+", "-", 1)
+        return newest[0][0].decode() if newest else None
+
     def recent(self, count: int) -> list[dict]:
-        entries = self._call(get_redis().xrevrange, STREAM_KEY, "+", "-", count)
+        entries = self._call(get_redis().xrevrange, self.stream_key, "+", "-", count)
         return [self._row(entry_id, fields) for entry_id, fields in entries]
 
     def arm_totals(self) -> dict[str, dict]:
         client = get_redis()
         totals = {}
-        for arm in sorted(self._call(client.smembers, ARMS_KEY)):
-            fields = {k.decode(): v for k, v in self._call(client.hgetall, ARM_PREFIX + arm.decode()).items()}
+        for arm in sorted(self._call(client.smembers, self.arms_key)):
+            found = self._call(client.hgetall, self.arm_prefix + arm.decode())
+            fields = {k.decode(): v for k, v in found.items()}
             totals[arm.decode()] = {
                 "count": int(fields.get("count", 0)),
                 "successes": int(fields.get("successes", 0)),
@@ -136,8 +142,8 @@ class RedisReplayStore(ReplayStore):
 
     def clear(self) -> None:
         client = get_redis()
-        self._call(client.delete, STREAM_KEY, ARMS_KEY)
-        for pattern in (SEEN_PREFIX + "*", ARM_PREFIX + "*"):
+        self._call(client.delete, self.stream_key, self.arms_key)
+        for pattern in (self.seen_prefix + "*", self.arm_prefix + "*"):
             for key in client.scan_iter(pattern, count=1000):
                 client.delete(key)
 

@@ -1,6 +1,6 @@
 """Checkpoint files beside MODEL_PATH: one row per versioned file, MODEL_PATH a copy of the newest,
-pruned by file to the newest CHECKPOINT_KEEP that load (docs/design.md, decision 9).
-Needs torch: worker side."""
+pruned by file to the newest CHECKPOINT_KEEP that load (docs/design.md, decision 9). Per pool: the
+current pool's rows, in its folder (agent_app/pools.model_path). Needs torch: worker side."""
 
 from __future__ import annotations
 
@@ -12,10 +12,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from django.conf import settings
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from agent_app.metrics import checkpoint_written
 from agent_app.models import AgentState, Checkpoint
+from agent_app.pools import current_pool, model_path
 from agent_app.rl.agent import DQNAgent
 from agent_app.rl.checkpoint import (
     CheckpointCorruptError,
@@ -35,9 +37,13 @@ log = logging.getLogger(__name__)
 
 def versioned_path(version: int, copy: int = 1) -> Path:
     """rl_agent-v000007.pth; a second checkpoint numbered 7 (after a database reset) is -v000007-2."""
-    path = Path(settings.MODEL_PATH)
+    path = model_path()
     tail = "" if copy == 1 else f"-{copy}"
     return path.with_name(f"{path.stem}-v{version:06d}{tail}{path.suffix}")
+
+
+def pool_checkpoints() -> QuerySet[Checkpoint]:
+    return Checkpoint.objects.filter(pool=current_pool())
 
 
 def agent_to_bytes(agent: DQNAgent, extra: dict | None = None) -> bytes:
@@ -61,7 +67,8 @@ def write_checkpoint(agent: DQNAgent, state: AgentState, avg_reward: float | Non
     path = save_checkpoint(agent, _path_for(state.model_version, agent.steps_done), extra)
     size, digest = checkpoint_health.fingerprint(path)
     checkpoint, _ = Checkpoint.objects.update_or_create(path=str(path), defaults={
-        "version": state.model_version, "steps_done": agent.steps_done, "epsilon": agent.epsilon,
+        "pool": current_pool(), "version": state.model_version, "steps_done": agent.steps_done,
+        "epsilon": agent.epsilon,
         "loss": state.last_loss, "avg_reward": avg_reward, "size": size, "sha256": digest,
         "status": Checkpoint.OK, "problem": "", "checked_at": timezone.now(),
     })
@@ -69,7 +76,7 @@ def write_checkpoint(agent: DQNAgent, state: AgentState, avg_reward: float | Non
         prune(agent.config)  # keeps MODEL_PATH and the older good checkpoints
         raise CheckpointCorruptError(f"checkpoint v{checkpoint.version} written to {path} does not read "
                                      f"back ({checkpoint.problem}); MODEL_PATH was left as it was")
-    copy_checkpoint(path, settings.MODEL_PATH)
+    copy_checkpoint(path, model_path())
     prune(agent.config)
     log.info("checkpoint v%s written to %s (%s steps)", state.model_version, path, agent.steps_done)
     checkpoint_written()
@@ -127,10 +134,10 @@ def prune(config: DQNConfig) -> list[Checkpoint]:
     """Keep the newest CHECKPOINT_KEEP checkpoints that load, and the unusable ones among them
     (marked, for the operator to see); delete older rows and their files, but never a file that a
     kept row or MODEL_PATH holds. Returns the rows deleted."""
-    model_path = Path(settings.MODEL_PATH)
-    model_digest = checkpoint_health.fingerprint(model_path)[1] if model_path.is_file() else ""
+    newest_copy = model_path()
+    model_digest = checkpoint_health.fingerprint(newest_copy)[1] if newest_copy.is_file() else ""
     kept, dropped, usable = [], [], 0
-    for row in Checkpoint.objects.order_by("-created_at", "-id"):
+    for row in pool_checkpoints().order_by("-created_at", "-id"):
         if usable < settings.CHECKPOINT_KEEP:
             kept.append(row)
             usable += verify(row, config) == Checkpoint.OK
@@ -138,7 +145,7 @@ def prune(config: DQNConfig) -> list[Checkpoint]:
             kept.append(row)  # MODEL_PATH is a copy of it: what a fresh start loads first
         else:
             dropped.append(row)
-    protected = {model_path.resolve()} | {Path(row.path).resolve() for row in kept}
+    protected = {newest_copy.resolve()} | {Path(row.path).resolve() for row in kept}
     for row in dropped:
         row.delete()
         if Path(row.path).resolve() not in protected:
@@ -157,7 +164,7 @@ def check_on_start(config: DQNConfig) -> None:
     """At worker start: remove temp files of killed writes, load every row's file, list versioned
     files no row knows (the database was reset) so they can be rolled back to, report MODEL_PATH."""
     remove_stray_temp_files()
-    rows = list(Checkpoint.objects.all())
+    rows = list(pool_checkpoints())
     for row in rows:
         verify(row, config, full=True)
     known = {row.path for row in rows}
@@ -179,7 +186,7 @@ def _adopt(path: Path, config: DQNConfig) -> Checkpoint:
     status, problem = load_verdict(path, config)
     if status != Checkpoint.DAMAGED:
         fields["size"], fields["sha256"] = checkpoint_health.fingerprint(path)
-    row = Checkpoint.objects.create(path=str(path), status=status, problem=problem,
+    row = Checkpoint.objects.create(pool=current_pool(), path=str(path), status=status, problem=problem,
                                     checked_at=timezone.now(), **fields)
     written = datetime.fromtimestamp(path.stat().st_mtime, tz=UTC)
     Checkpoint.objects.filter(pk=row.pk).update(created_at=written)  # ordered by when it was written
@@ -190,25 +197,25 @@ def _adopt(path: Path, config: DQNConfig) -> Checkpoint:
 
 def remove_stray_temp_files() -> None:
     """Temp files of a write that was killed midway; safe to delete under the training lease."""
-    model_path = Path(settings.MODEL_PATH)
-    if model_path.parent.is_dir():
-        for stray in model_path.parent.glob(f".{model_path.stem}*.tmp"):
+    newest_copy = model_path()
+    if newest_copy.parent.is_dir():
+        for stray in newest_copy.parent.glob(f".{newest_copy.stem}*.tmp"):
             log.warning("removing %s, left by a checkpoint write that did not finish", stray)
             stray.unlink(missing_ok=True)
 
 
 def versioned_files() -> list[Path]:
     """The versioned copies beside MODEL_PATH, most recently written first."""
-    model_path = Path(settings.MODEL_PATH)
-    if not model_path.parent.is_dir():
+    newest_copy = model_path()
+    if not newest_copy.parent.is_dir():
         return []
-    files = [p for p in model_path.parent.glob(f"{model_path.stem}-v*{model_path.suffix}") if p.is_file()]
+    files = [p for p in newest_copy.parent.glob(f"{newest_copy.stem}-v*{newest_copy.suffix}") if p.is_file()]
     return sorted(files, key=lambda p: (p.stat().st_mtime_ns, p.name), reverse=True)
 
 
 def candidate_paths() -> list[Path]:
     """MODEL_PATH first, then the versioned copies, most recently written first."""
-    return [Path(settings.MODEL_PATH), *versioned_files()]
+    return [model_path(), *versioned_files()]
 
 
 def load_newest_checkpoint(config: DQNConfig) -> tuple[DQNAgent, Path] | None:

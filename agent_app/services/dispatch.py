@@ -16,6 +16,7 @@ from celery.result import AsyncResult
 from django.conf import settings
 from kombu.exceptions import OperationalError
 
+from agent_app.pools import DEFAULT_POOL
 from agent_app.services.refusals import TrainingTimeout, TrainingUnavailable, unless_refused
 from rlagent_project.celery import app
 
@@ -24,20 +25,23 @@ POLL_SECONDS = 0.1
 # Every task tasks/training.py defines (a test keeps the two in step): what the admin's periodic
 # task form offers, since listing Celery's registry would import the tasks, and torch with them.
 WORKER_TASKS = (
-    "tasks.training.train", "tasks.training.scheduled_train", "tasks.training.checkpoint",
+    "tasks.training.train", "tasks.training.scheduled_train", "tasks.training.scheduled_train_pool",
+    "tasks.training.checkpoint",
     "tasks.training.checkpoint_if_due", "tasks.training.sync_target_if_due",
-    "tasks.training.publish_checkpoint", "tasks.training.delete_checkpoint",
+    "tasks.training.publish_checkpoint", "tasks.training.delete_checkpoint", "tasks.training.delete_pool",
 )
 
 
-def request_training(*, iterations: int | None, batch_size: int | None = None) -> dict[str, Any]:
-    """A training run on the worker: the specification's loss, epsilon, buffer_size, steps_done, more."""
-    return _run("tasks.training.train", batch_size=batch_size, iterations=iterations)
+def request_training(*, iterations: int | None, batch_size: int | None = None,
+                     pool: str = DEFAULT_POOL) -> dict[str, Any]:
+    """A training run of the pool on the worker: the specification's loss, epsilon, buffer_size,
+    steps_done, more."""
+    return _run("tasks.training.train", batch_size=batch_size, iterations=iterations, pool=pool)
 
 
-def request_checkpoint() -> dict[str, Any]:
-    """A checkpoint of the published model written now by the worker: path, version, steps_done."""
-    return _run("tasks.training.checkpoint")
+def request_checkpoint(pool: str = DEFAULT_POOL) -> dict[str, Any]:
+    """A checkpoint of the pool's published model written now by the worker: path, version, steps_done."""
+    return _run("tasks.training.checkpoint", pool=pool)
 
 
 def request_rollback(*, checkpoint_id: int, username: str = "") -> dict[str, Any]:
@@ -48,6 +52,11 @@ def request_rollback(*, checkpoint_id: int, username: str = "") -> dict[str, Any
 def request_checkpoint_deletion(*, checkpoint_id: int, username: str = "") -> dict[str, Any]:
     """Delete a checkpoint's row and file under the training lease (services/rollback.py)."""
     return _run("tasks.training.delete_checkpoint", checkpoint_id=checkpoint_id, username=username)
+
+
+def request_pool_deletion(*, name: str, username: str = "") -> dict[str, Any]:
+    """Delete a pool and its data on the worker, where its checkpoint files are (services/pool_admin.py)."""
+    return _run("tasks.training.delete_pool", name=name, username=username)
 
 
 def send(task_name: str, *, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None,

@@ -10,6 +10,7 @@ import numpy as np
 from django.conf import settings
 
 from agent_app.metrics import count_recorded
+from agent_app.pools import DEFAULT_POOL
 from agent_app.replay import ExperienceRecord, get_replay_store
 from agent_app.replica_outcomes import Outcome
 from agent_app.rl.replica_features import (
@@ -21,7 +22,7 @@ from agent_app.rl.replica_features import (
 )
 from agent_app.rl.reward import RewardConfig, compute_rewards
 from agent_app.rl.state import next_state_after, normalize_state
-from agent_app.serving import policy_cache
+from agent_app.serving import ServingSnapshot, policy_cache
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ class RecordOutcome:
     buffer_size: int  # experiences in the store after this append
 
 
-def build_records(items: Sequence[dict[str, Any]]) -> list[ExperienceRecord]:
+def build_records(items: Sequence[dict[str, Any]], snap: ServingSnapshot) -> list[ExperienceRecord]:
     """Validated experiences (state and action resolved) -> what the store keeps.
 
     The state kept is the configured network's input: the raw N + 7 state for the fixed network, a
@@ -40,9 +41,9 @@ def build_records(items: Sequence[dict[str, Any]]) -> list[ExperienceRecord]:
     into one here, with what the service knows of each replica now). next_state is the client's when
     sent; otherwise the same state with the loads the client reported after the request.
     """
-    rewards = _rewards(items, policy_cache.snapshot.reward_config)
+    rewards = _rewards(items, snap.reward_config)
     raw = [row for row, item in enumerate(items) if not is_compact(item["state"])]
-    converted = _as_observations(items, raw) if settings.RL_NETWORK == "per_replica" else {}
+    converted = _as_observations(items, raw, snap) if settings.RL_NETWORK == "per_replica" else {}
     records = []
     for row, (item, reward) in enumerate(zip(items, rewards, strict=True)):
         state, loads = item["state"], item["replica_loads"]
@@ -80,13 +81,14 @@ def _rewards(items: Sequence[dict[str, Any]], config: RewardConfig) -> list[floa
     return rewards
 
 
-def _as_observations(items: Sequence[dict[str, Any]], rows: list[int]) -> dict[int, tuple[list, list]]:
+def _as_observations(items: Sequence[dict[str, Any]], rows: list[int],
+                     snap: ServingSnapshot) -> dict[int, tuple[list, list]]:
     """Raw N + 7 states over REPLICA_NAMES (reports in the original form) as the per-replica
     network's observations, (state, next state) by row, for the whole batch at once: every replica
     row is what the service knows of that replica now, with the report's load."""
     if not rows:
         return {}
-    snap, names = policy_cache.snapshot, settings.REPLICA_NAMES
+    names = settings.REPLICA_NAMES
     n = len(names)
     learned = [snap.replica_stats.get(name, {}) for name in names]
     template = encode_rows([0.0] * n, {key: [s.get(key) for s in learned] for key in LEARNED_REPLICA})
@@ -107,20 +109,22 @@ def _as_observations(items: Sequence[dict[str, Any]], rows: list[int]) -> dict[i
     return dict(zip(rows, zip(observations(states), observations(nexts), strict=True), strict=True))
 
 
-def _outcomes(items: Sequence[dict[str, Any]], rewards: Sequence[float]) -> list[Outcome]:
+def _outcomes(items: Sequence[dict[str, Any]], rewards: Sequence[float], pool: str) -> list[Outcome]:
     return [Outcome(replica=item["replica"], arm=item.get("routed_by", ""), success=item["success"],
                     latency_ms=item["latency_ms"], reward=reward, ttft_ms=item.get("ttft_ms"),
-                    prompt_tokens=item.get("prompt_tokens"), output_tokens=item.get("output_tokens"))
+                    prompt_tokens=item.get("prompt_tokens"), output_tokens=item.get("output_tokens"),
+                    pool=pool)
             for item, reward in zip(items, rewards, strict=True)]
 
 
-def record_experiences(*, items: Sequence[dict[str, Any]]) -> RecordOutcome:
-    """Store experiences all together; raises StoreUnavailable when the store does not answer."""
+def record_experiences(*, items: Sequence[dict[str, Any]], pool: str = DEFAULT_POOL) -> RecordOutcome:
+    """Store experiences all together in the pool's replay store; raises StoreUnavailable when the
+    store does not answer, PoolNotFound (before storing anything) when the pool does not exist."""
     policy_cache.ensure_started()
-    records = build_records(items)
-    stored, size = get_replay_store().add_and_size(records)
+    records = build_records(items, policy_cache.snapshot_for(pool))
+    stored, size = get_replay_store(pool).add_and_size(records)
     count_recorded(stored)
     # What the model sees of each replica and the gate's evidence (shared at the next refresh).
-    policy_cache.outcomes.add(_outcomes(items, [r.reward for r in records]))
+    policy_cache.outcomes.add(_outcomes(items, [r.reward for r in records], pool))
     return RecordOutcome(stored=stored, duplicates=len(records) - stored, rewards=[r.reward for r in records],
                          buffer_size=size)

@@ -18,6 +18,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from agent_app.models import AgentConfig, AgentState, ConfigChange
+from agent_app.pools import current_pool
 from agent_app.rl.reward import RewardConfig
 from agent_app.services import schedule
 
@@ -107,16 +108,19 @@ def apply_changes(*, username: str, values: Mapping[str, Any]) -> list[ConfigCha
     with transaction.atomic():
         config_changes = {name: v for name, v in changed.items() if name in CONFIG_FIELDS}
         if config_changes:
-            AgentConfig.objects.filter(pk=1).update(**config_changes, updated_at=timezone.now())
+            AgentConfig.load()
+            row = AgentConfig.objects.filter(pool=current_pool())
+            row.update(**config_changes, updated_at=timezone.now())
         if EPSILON in changed:
             # A single-column update: the trainer's other fields are never overwritten, and its
             # publish step notices the new value and decays from it.
             AgentState.load()
-            AgentState.objects.filter(pk=1).update(epsilon=changed[EPSILON])
+            AgentState.objects.filter(pool=current_pool()).update(epsilon=changed[EPSILON])
         if INTERVAL in changed:
             schedule.set_training_interval(int(changed[INTERVAL]), username=username)
         return ConfigChange.objects.bulk_create([
-            ConfigChange(username=username, field=name, old_value=_text(before[name]), new_value=_text(value))
+            ConfigChange(pool=current_pool(), username=username, field=name, old_value=_text(before[name]),
+                         new_value=_text(value))
             for name, value in changed.items()
         ])
 
@@ -124,7 +128,7 @@ def apply_changes(*, username: str, values: Mapping[str, Any]) -> list[ConfigCha
 def record(*, username: str, field: str, old: Any, new: Any) -> ConfigChange:
     """Audit an operator action that is not a setting (a rollback, a deleted checkpoint)."""
     return ConfigChange.objects.create(
-        username=username, field=field, old_value=_text(old), new_value=_text(new)
+        pool=current_pool(), username=username, field=field, old_value=_text(old), new_value=_text(new)
     )
 
 

@@ -12,11 +12,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from agent_app.models import AgentState, Checkpoint
+from agent_app.pools import current_pool, model_path, pool_scope
 from agent_app.rl.checkpoint import CheckpointError, copy_checkpoint, load_checkpoint, read_checkpoint
 from agent_app.rl.inference import weights_to_bytes
 from agent_app.services import checkpoint_health, checkpoints, operator_config, training
@@ -27,8 +27,13 @@ log = logging.getLogger(__name__)
 
 
 def publish_checkpoint(*, checkpoint_id: int, username: str = "") -> dict[str, Any]:
-    """Publish checkpoint `checkpoint_id` as the serving model (a new model version)."""
+    """Publish checkpoint `checkpoint_id` as its pool's serving model (a new model version)."""
     checkpoint = _get(checkpoint_id)
+    with pool_scope(checkpoint.pool):
+        return _publish(checkpoint, username)
+
+
+def _publish(checkpoint: Checkpoint, username: str) -> dict[str, Any]:
     unusable = checkpoint_health.usable_or_reason(checkpoint)  # missing, damaged: refused before torch
     if unusable:
         raise RollbackRefused(f"checkpoint v{checkpoint.version} cannot be loaded: {unusable}")
@@ -41,7 +46,7 @@ def publish_checkpoint(*, checkpoint_id: int, username: str = "") -> dict[str, A
                 raise RollbackRefused(f"checkpoint v{checkpoint.version} cannot be loaded: {exc}") from None
             AgentState.load()
             with transaction.atomic():
-                state = AgentState.objects.select_for_update().get(pk=1)
+                state = AgentState.objects.select_for_update().get(pool=current_pool())
                 previous = state.model_version
                 agent.steps_done = max(agent.steps_done, state.steps_done)
                 agent.epsilon = state.epsilon
@@ -61,7 +66,8 @@ def publish_checkpoint(*, checkpoint_id: int, username: str = "") -> dict[str, A
         username=username, field="serving model", old=f"v{previous}",
         new=f"v{state.model_version} (checkpoint v{checkpoint.version}, {checkpoint.steps_done} steps)",
     )
-    log.info("rolled back to checkpoint v%s, published as model v%s", checkpoint.version, state.model_version)
+    log.info("pool %s: rolled back to checkpoint v%s, published as model v%s", checkpoint.pool,
+             checkpoint.version, state.model_version)
     return {"model_version": state.model_version, "previous_version": previous,
             "checkpoint_version": checkpoint.version, "steps_done": state.steps_done}
 
@@ -70,7 +76,7 @@ def delete_checkpoint(*, checkpoint_id: int, username: str = "") -> dict[str, An
     """Delete the row and its file; MODEL_PATH is re-pointed if it held that checkpoint."""
     checkpoint = _get(checkpoint_id)
     try:
-        with training_lease():
+        with pool_scope(checkpoint.pool), training_lease():
             path = Path(checkpoint.path)
             checkpoint.delete()
             path.unlink(missing_ok=True)  # one row per file: nothing else points at it
@@ -91,19 +97,19 @@ def _get(checkpoint_id: int) -> Checkpoint:
 
 def _repoint_model_path(deleted: Checkpoint) -> None:
     """MODEL_PATH is what a fresh start loads first: it must not bring a deleted checkpoint back."""
-    model_path = Path(settings.MODEL_PATH)
+    newest_copy = model_path()
     try:
         if deleted.sha256:  # MODEL_PATH is a byte copy of the newest checkpoint's file
-            held = checkpoint_health.fingerprint(model_path)[1] == deleted.sha256
+            held = checkpoint_health.fingerprint(newest_copy)[1] == deleted.sha256
         else:
-            held = read_checkpoint(model_path)["extra"].get("model_version") == deleted.version
+            held = read_checkpoint(newest_copy)["extra"].get("model_version") == deleted.version
     except (CheckpointError, OSError):
         return  # missing or unreadable: start-up skips it anyway
     if not held:
         return
-    newest = next((c for c in Checkpoint.objects.order_by("-created_at", "-id")
+    newest = next((c for c in checkpoints.pool_checkpoints().order_by("-created_at", "-id")
                    if not checkpoint_health.usable_or_reason(c)), None)  # never a damaged file
     if newest is None:
-        model_path.unlink(missing_ok=True)
+        newest_copy.unlink(missing_ok=True)
         return
-    copy_checkpoint(newest.path, model_path)
+    copy_checkpoint(newest.path, newest_copy)

@@ -15,7 +15,8 @@ import numpy as np
 from django.conf import settings
 
 from agent_app.decisions import encode_decision
-from agent_app.prefix_index import get_prefix_index
+from agent_app.pools import DEFAULT_POOL
+from agent_app.prefix_index import get_prefix_index, prefix_names
 from agent_app.rl.gate import HEURISTIC, MODEL, assign_arm, bounded_explore
 from agent_app.rl.policy import least_loaded, softmax_confidence
 from agent_app.rl.replica_features import (
@@ -41,9 +42,10 @@ def select_replica(
     replica_loads: Sequence[float] | None = None,
     replicas: Sequence[dict] | None = None,
     request: dict | None = None,
+    pool: str = DEFAULT_POOL,
 ) -> dict[str, Any]:
     policy_cache.ensure_started()
-    snap = policy_cache.snapshot
+    snap = policy_cache.snapshot_for(pool)  # PoolNotFound for a pool that does not exist
     named = replicas is not None
     names = [r["name"] for r in replicas] if named else settings.REPLICA_NAMES
     loads = [r["load"] for r in replicas] if named else replica_loads
@@ -58,7 +60,7 @@ def select_replica(
         observation, rows, context = state, None, None
     else:
         if hashes:  # how much of this request's prefix each replica likely holds: one round trip
-            matches = get_prefix_index().match(names, hashes)
+            matches = get_prefix_index().match(prefix_names(pool, names), hashes)
         rows, context = _observation(state, names, replicas, request, snap, matches)
         observation = compact_observation(rows, context)
     reason = snap.fallback_reason or _unservable(snap, n)
@@ -84,9 +86,10 @@ def select_replica(
         reason = reason or (snap.gate_reason if snap.router == HEURISTIC else snap.holdout_reason)
     confidence = softmax_confidence(q_values, action) if q_values is not None else 1.0 / n
     # /stats and /metrics counters, flushed off this path.
-    policy_cache.selections[(names[action] if named else action, policy)] += 1
+    policy_cache.selections[(pool, names[action] if named else action, policy)] += 1
     if hashes and rows is not None:
-        get_prefix_index().remember(names[action], hashes)  # buffered; the serving refresh writes it
+        # Buffered; the serving refresh writes it.
+        get_prefix_index().remember(prefix_names(pool, [names[action]])[0], hashes)
     return {
         "replica_idx": action,
         "replica_name": names[action],

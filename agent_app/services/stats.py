@@ -10,11 +10,12 @@ from django.db import DatabaseError, connection
 
 from agent_app.capacity import capacity
 from agent_app.models import AgentState, ReplicaSelection
+from agent_app.pools import current_pool, model_path
 from agent_app.prefix_index import get_prefix_index
 from agent_app.replay import StoreUnavailable, get_replay_store
 from agent_app.services import checkpoint_health
 from agent_app.services.ab_testing import ab_results
-from agent_app.serving import policy_cache
+from agent_app.serving import ServingSnapshot, policy_cache
 
 log = logging.getLogger(__name__)
 RECENT_REWARD_WINDOW = 100
@@ -30,8 +31,11 @@ def backends() -> dict[str, str]:
 
 
 def agent_stats() -> dict[str, Any]:
-    """The original specification's /stats fields plus model version, selections, exploration and backends."""
+    """The current pool's /stats: the original specification's fields plus model version,
+    selections, exploration, backends, routing, replicas, prefix index and capacity."""
     policy_cache.ensure_started()
+    pool = current_pool()
+    snap = policy_cache.snapshot_for(pool)
     state = AgentState.load()
     store = get_replay_store()
     try:
@@ -43,7 +47,7 @@ def agent_stats() -> dict[str, Any]:
         log.warning("stats without the replay store: %s", exc)
         buffer_size, avg_reward, ab = None, None, None
     selections: dict[str, dict[str, int]] = {name: {} for name in settings.REPLICA_NAMES}
-    for row in ReplicaSelection.objects.all():
+    for row in ReplicaSelection.objects.filter(pool=pool):
         if row.replica_idx < len(settings.REPLICA_NAMES):
             selections[settings.REPLICA_NAMES[row.replica_idx]][row.policy] = row.count
     return {
@@ -52,24 +56,24 @@ def agent_stats() -> dict[str, Any]:
         "buffer_size": buffer_size,
         "avg_recent_reward": avg_reward,
         "device": state.device,
-        "model_path": str(settings.MODEL_PATH),
+        "model_path": str(model_path()),
         "model_version": state.model_version,
-        "exploration": policy_cache.snapshot.exploration,
+        "exploration": snap.exploration,
         "selections": selections,
         "backends": backends(),
         "last_loss": state.last_loss,
         "target_syncs": state.target_syncs,
         "ab": ab,
-        "routing": routing_summary(),
-        "replicas": replica_summary(),
+        "routing": routing_summary(snap),
+        "replicas": replica_summary(snap),
         "prefix_index": get_prefix_index().stats(),
-        "capacity": capacity.summary(),
+        "capacity": capacity.summary(pool),
+        "pool": pool,
     }
 
 
-def routing_summary() -> dict[str, Any]:
+def routing_summary(snap: ServingSnapshot) -> dict[str, Any]:
     """Who routes and why: the gate's state, each arm's evidence and the network in use."""
-    snap = policy_cache.snapshot
     arms = {name: {"outcomes": totals.count, "mean_reward": round(totals.mean, 6)}
             for name, totals in sorted(snap.arms.items())}
     return {
@@ -83,10 +87,10 @@ def routing_summary() -> dict[str, Any]:
     }
 
 
-def replica_summary() -> dict[str, dict[str, float]]:
+def replica_summary(snap: ServingSnapshot) -> dict[str, dict[str, float]]:
     """Per replica name: its share of the recent outcomes and what the service learned of it (the
     features the per-replica network sees), weighted towards the last REPLICA_STATS_HALF_LIFE_SECONDS."""
-    stats = policy_cache.snapshot.replica_stats
+    stats = snap.replica_stats
     total = sum(s.get("requests", 0.0) for s in stats.values()) or 1.0
     return {name: {"share": round(s.get("requests", 0.0) / total, 4),
                    **{key: round(value, 4) for key, value in s.items()}}

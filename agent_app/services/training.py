@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
@@ -16,7 +17,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from agent_app.metrics import training_run
-from agent_app.models import AgentConfig, AgentState, Checkpoint
+from agent_app.models import AgentConfig, AgentState
+from agent_app.pools import current_pool, model_path, pool_names
 from agent_app.replay import get_replay_store
 from agent_app.replay.base import TransitionArrays
 from agent_app.rl.agent import DQNAgent
@@ -135,7 +137,27 @@ def network_inputs(arrays: TransitionArrays) -> tuple[np.ndarray, ...] | None:
             layout([nexts[i] for i in keep]))
 
 
-_trainer = LocalTrainer()
+class LocalTrainers:
+    """This process's trainers, one per pool it trained lately: at most POOLS_TRAINERS_MAX, the least
+    recently used dropped first (it restores from its published state when its pool trains again)."""
+
+    def __init__(self) -> None:
+        self._by_pool: OrderedDict[str, LocalTrainer] = OrderedDict()
+
+    def current(self) -> LocalTrainer:
+        """The current pool's trainer (agent_app/pools.py)."""
+        pool = current_pool()
+        trainer = self._by_pool.pop(pool, None) or LocalTrainer()
+        self._by_pool[pool] = trainer
+        while len(self._by_pool) > settings.POOLS_TRAINERS_MAX:
+            self._by_pool.popitem(last=False)
+        return trainer
+
+    def clear(self) -> None:
+        self._by_pool.clear()
+
+
+_trainers = LocalTrainers()
 
 
 def scheduled_iterations(new_experiences: int) -> int:
@@ -152,13 +174,14 @@ def train(*, iterations: int | None = None, batch_size: int | None = None) -> di
     iterations (beat's runs), `scheduled_iterations` of the experiences new since the last run.
     """
     deadline = time.monotonic() + settings.TRAINING_RUN_BUDGET_SECONDS
+    trainer = _trainers.current()
     try:
         with training_lease() as lease:
             state = AgentState.load()
             config = current_config(batch_size=batch_size)
             batch_size = config.batch_size
-            agent = _trainer.prepare(state, config)
-            new_experiences = _trainer.pull_experiences()
+            agent = trainer.prepare(state, config)
+            new_experiences = trainer.pull_experiences()
             if iterations is None:
                 iterations = scheduled_iterations(new_experiences)
             if len(agent.buffer) < batch_size:
@@ -176,7 +199,7 @@ def train(*, iterations: int | None = None, batch_size: int | None = None) -> di
                              len(losses), iterations, settings.TRAINING_RUN_BUDGET_SECONDS)
                     break
             lease.renew(force=True)
-            state = _publish(agent, epsilon_before, steps_before, losses[-1])
+            state = _publish(agent, epsilon_before, steps_before, losses[-1], trainer.cursor)
     except (LeaseHeld, LeaseLost) as exc:  # lost: another trainer took over; nothing was published
         raise TrainingBusy(str(exc)) from None
     return {
@@ -191,10 +214,11 @@ def train(*, iterations: int | None = None, batch_size: int | None = None) -> di
     }
 
 
-def _publish(agent: DQNAgent, epsilon_before: float, steps_before: int, loss: float) -> AgentState:
+def _publish(agent: DQNAgent, epsilon_before: float, steps_before: int, loss: float,
+             trained_through: str | None = None) -> AgentState:
     trained = agent.steps_done - steps_before
     with transaction.atomic():
-        state = AgentState.objects.select_for_update().get(pk=1)
+        state = AgentState.objects.select_for_update().get(pool=current_pool())
         if trained and state.epsilon != epsilon_before:
             # An operator set epsilon while we trained: decay their value instead of ours.
             agent.epsilon = max(agent.config.epsilon_min, state.epsilon * agent.config.epsilon_decay**trained)
@@ -207,12 +231,24 @@ def _publish(agent: DQNAgent, epsilon_before: float, steps_before: int, loss: fl
         state.serving_weights = weights_to_bytes(agent.export_numpy())
         state.trainer_state = checkpoints.agent_to_bytes(agent, {"model_version": state.model_version})
         state.published_at = timezone.now()
+        state.trained_through = trained_through or state.trained_through
         state.save()
-    _trainer.version = state.model_version
+    _trainers.current().version = state.model_version
     every = settings.CHECKPOINT_EVERY_STEPS
     if agent.steps_done // every > steps_before // every:
         checkpoints.write_checkpoint(agent, state, _avg_reward())
     return state
+
+
+def pools_to_train() -> list[str]:
+    """Pools whose replay store holds experience newer than their last published training run."""
+    trained = dict(AgentState.objects.values_list("pool", "trained_through"))
+    due = []
+    for pool in pool_names():
+        newest = get_replay_store(pool).newest_cursor()
+        if newest is not None and newest != trained.get(pool):
+            due.append(pool)
+    return due
 
 
 def _avg_reward() -> float | None:
@@ -225,11 +261,11 @@ def save_model() -> dict[str, Any]:
     try:
         with training_lease():
             state = AgentState.load()
-            agent = _trainer.prepare(state, current_config())
+            agent = _trainers.current().prepare(state, current_config())
             checkpoint = checkpoints.write_checkpoint(agent, state, _avg_reward())
     except LeaseHeld as exc:
         raise TrainingBusy(str(exc)) from None
-    return {"path": str(settings.MODEL_PATH), "versioned_path": checkpoint.path,
+    return {"path": str(model_path()), "versioned_path": checkpoint.path,
             "version": checkpoint.version, "steps_done": checkpoint.steps_done}
 
 
@@ -237,7 +273,8 @@ def checkpoint_if_due() -> dict[str, Any]:
     """Write a checkpoint when the published steps passed a CHECKPOINT_EVERY_STEPS boundary unsaved."""
     state = AgentState.load()
     every = settings.CHECKPOINT_EVERY_STEPS
-    last = Checkpoint.objects.order_by("-steps_done").values_list("steps_done", flat=True).first() or 0
+    saved = checkpoints.pool_checkpoints().order_by("-steps_done").values_list("steps_done", flat=True)
+    last = saved.first() or 0
     if state.model_version == 0 or state.steps_done // every <= last // every:
         return {"due": False, "steps_done": state.steps_done}
     return {"due": True, **save_model()}
@@ -251,10 +288,10 @@ def sync_target_if_due() -> dict[str, Any]:
             due = state.steps_done // settings.TARGET_SYNC_STEPS
             if state.model_version == 0 or state.target_syncs >= due:
                 return {"due": False, "target_syncs": state.target_syncs}
-            agent = _trainer.prepare(state, current_config())
+            agent = _trainers.current().prepare(state, current_config())
             agent.sync_target()
             with transaction.atomic():
-                state = AgentState.objects.select_for_update().get(pk=1)
+                state = AgentState.objects.select_for_update().get(pool=current_pool())
                 state.target_syncs = due
                 state.trainer_state = checkpoints.agent_to_bytes(
                     agent, {"model_version": state.model_version}
@@ -276,9 +313,11 @@ def restore_published_model() -> dict[str, Any]:
             if found is None:
                 return {"restored": False, "reason": "no loadable checkpoint"}
             agent, path = found
-            _trainer.agent, _trainer.version = agent, 0
+            trainer = _trainers.current()
+            trainer.agent, trainer.version = agent, 0
             state = _publish(agent, AgentState.load().epsilon, agent.steps_done, math.nan)
-            log.info("published checkpoint %s as model v%s", path, state.model_version)
+            log.info("pool %s: published checkpoint %s as model v%s", current_pool(), path,
+                     state.model_version)
             return {"restored": True, "path": str(path), "steps_done": agent.steps_done}
     except LeaseHeld:
         return {"restored": False, "reason": "another process holds the training lease"}

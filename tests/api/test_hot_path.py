@@ -27,7 +27,7 @@ pytestmark = pytest.mark.django_db
 def test_a_dqn_decision_answers_every_documented_field(client, fill):
     fill(300)
     assert client.post("/train?batch_size=64&iterations=120").status_code == 200
-    AgentConfig.objects.update_or_create(pk=1, defaults={"exploration_enabled": False})
+    AgentConfig.objects.update_or_create(pool="default", defaults={"exploration_enabled": False})
     response = client.post("/select_replica", SEED_SELECT, format="json")
     assert response.status_code == 200
     assert response["Content-Type"] == "application/json"
@@ -115,7 +115,7 @@ def test_decisions_counted_off_the_request_path_add_up_in_metrics_and_stats(clie
 
 
 def publish(version: int, blob: bytes) -> None:
-    AgentState.objects.update_or_create(pk=1, defaults={
+    AgentState.objects.update_or_create(pool="default", defaults={
         "model_version": version, "serving_weights": blob, "steps_done": 1000, "epsilon": 0.05})
 
 

@@ -37,7 +37,7 @@ def report(client, decision: dict, loads: list[float], expected: int = 201, **fi
 
 
 def test_a_named_cluster_of_any_size_is_answered_by_index_and_name(client):
-    AgentConfig.objects.update_or_create(pk=1, defaults={"exploration_enabled": False})
+    AgentConfig.objects.update_or_create(pool="default", defaults={"exploration_enabled": False})
     body = select(client, {**named([9, 1, 5, 7, 8]), "request": {"prompt_tokens": 812, "max_tokens": 256}})
     assert (body["replica_idx"], body["replica_name"], body["policy"]) == (1, "gpu-1", "least_loaded")
     decision = decode_decision(body["decision_id"])
@@ -46,7 +46,7 @@ def test_a_named_cluster_of_any_size_is_answered_by_index_and_name(client):
 
 def test_reports_against_named_decisions_teach_the_service_each_replica(client, settings):
     settings.RL_NETWORK = "per_replica"
-    AgentConfig.objects.update_or_create(pk=1, defaults={"exploration_enabled": False})
+    AgentConfig.objects.update_or_create(pool="default", defaults={"exploration_enabled": False})
     for _ in range(6):
         fast = select(client, named([0, 50], ["fast", "slow"]))
         report(client, fast, [1, 50], latency_ms=1000.0, ttft_ms=100.0, output_tokens=91)
@@ -63,7 +63,7 @@ def test_reports_against_named_decisions_teach_the_service_each_replica(client, 
 def test_the_original_body_and_the_named_body_decide_alike(client, fill):
     fill(300)
     assert client.post("/train?batch_size=64&iterations=120").status_code == 200
-    AgentConfig.objects.update_or_create(pk=1, defaults={"exploration_enabled": False})
+    AgentConfig.objects.update_or_create(pool="default", defaults={"exploration_enabled": False})
     for loads in ([5, 3, 7], [50, 10, 0], [1, 1, 90]):
         original = select(client, {**SEED_SELECT, "replica_loads": loads})
         extended = select(client, named(loads, ["replica-1", "replica-2", "replica-3"]))

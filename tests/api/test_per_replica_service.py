@@ -34,7 +34,7 @@ def train_on_named_clusters(client, rng) -> None:
 
 def test_one_model_serves_clusters_of_any_size_and_new_names(client, per_replica):
     train_on_named_clusters(client, np.random.default_rng(0))
-    AgentConfig.objects.update_or_create(pk=1, defaults={"exploration_enabled": False})
+    AgentConfig.objects.update_or_create(pool="default", defaults={"exploration_enabled": False})
     for size in (2, 5, 8):
         body = select(client, named([30.0] * (size - 1) + [0.0], [f"new-{i}" for i in range(size)]))
         assert body["policy"] == "dqn" and 0 <= body["replica_idx"] < size
@@ -45,7 +45,7 @@ def test_one_model_serves_clusters_of_any_size_and_new_names(client, per_replica
 
 def test_permuting_the_replicas_permutes_only_the_index(client, per_replica):
     train_on_named_clusters(client, np.random.default_rng(1))
-    AgentConfig.objects.update_or_create(pk=1, defaults={"exploration_enabled": False})
+    AgentConfig.objects.update_or_create(pool="default", defaults={"exploration_enabled": False})
     rng = np.random.default_rng(2)
     for _ in range(5):
         loads = rng.integers(0, 60, 6).astype(float).tolist()

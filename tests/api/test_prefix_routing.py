@@ -41,7 +41,7 @@ def test_the_chosen_replica_is_remembered_and_its_match_reported(client):
 
 
 def test_a_dead_index_store_is_routed_around_and_said(client, monkeypatch):
-    AgentConfig.objects.update_or_create(pk=1, defaults={"exploration_enabled": False})
+    AgentConfig.objects.update_or_create(pool="default", defaults={"exploration_enabled": False})
     dead = RedisPrefixIndex(url="redis://127.0.0.1:1/0")  # nothing listens on port 1
     monkeypatch.setattr("agent_app.services.routing.get_prefix_index", lambda: dead)
     body = select(client, {**named([4, 2, 9]), "request": {"prefix_hashes": fresh_hashes(3)}})

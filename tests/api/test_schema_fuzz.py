@@ -153,7 +153,7 @@ def fuzz_target(transactional_db, monkeypatch):
     store.clear()
     policy_cache.selections.clear()  # as the `client` fixture: counts are per test
     policy_cache._flushed.clear()
-    monkeypatch.setattr(training, "_trainer", training.LocalTrainer())
+    monkeypatch.setattr(training, "_trainers", training.LocalTrainers())
     bounded = {"iterations": QueryIntegerField(min_value=1, max_value=FUZZ_MAX_ITERATIONS, default=1),
                "batch_size": QueryIntegerField(min_value=1, max_value=FUZZ_MAX_BATCH_SIZE, required=False)}
     for name, field in bounded.items():

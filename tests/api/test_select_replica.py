@@ -20,7 +20,7 @@ def select(client, **changes):
 
 
 def disable_exploration():
-    AgentConfig.objects.update_or_create(pk=1, defaults={"exploration_enabled": False})
+    AgentConfig.objects.update_or_create(pool="default", defaults={"exploration_enabled": False})
 
 
 def test_answers_the_specification_fields_and_what_a_gateway_needs(client):

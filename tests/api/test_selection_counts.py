@@ -47,18 +47,19 @@ def refused_updates(replica_idx: int):
                 cursor.execute("DROP TRIGGER refuse_flush")
 
 
-def stored() -> dict[tuple[int, str], int]:
-    return {(row.replica_idx, row.policy): row.count for row in ReplicaSelection.objects.all()}
+def stored() -> dict[tuple[str, int, str], int]:
+    return {(row.pool, row.replica_idx, row.policy): row.count for row in ReplicaSelection.objects.all()}
 
 
 def test_a_refused_flush_writes_nothing_and_the_next_one_adds_every_decision_once(counts):
-    counts[0, "dqn"] += 4
-    counts[2, "explore"] += 3
+    counts["default", 0, "dqn"] += 4
+    counts["default", 2, "explore"] += 3
+    counts["llama", 2, "dqn"] += 5  # another pool's counters flush in the same transaction
     with refused_updates(2), pytest.raises(DatabaseError, match="flush refused"):
         policy_cache.flush_selections()
     # All or nothing: replica 0's counter was not committed without replica 2's.
     assert {key: n for key, n in stored().items() if n} == {}
-    counts[2, "explore"] += 1
+    counts["default", 2, "explore"] += 1
     policy_cache.flush_selections()
     policy_cache.flush_selections()  # nothing new: nothing added
-    assert stored() == {(0, "dqn"): 4, (2, "explore"): 4}
+    assert stored() == {("default", 0, "dqn"): 4, ("default", 2, "explore"): 4, ("llama", 2, "dqn"): 5}

@@ -96,7 +96,7 @@ def test_train_without_a_batch_size_uses_the_admin_batch_size(client, fill):
 
     fill(40)
     assert client.post("/train?iterations=1").status_code == 409  # 40 < the default batch of 256
-    AgentConfig.objects.update_or_create(pk=1, defaults={"batch_size": 32})
+    AgentConfig.objects.update_or_create(pool="default", defaults={"batch_size": 32})
     response = client.post("/train?iterations=1")
     assert response.status_code == 200, response.content
 
@@ -104,15 +104,19 @@ def test_train_without_a_batch_size_uses_the_admin_batch_size(client, fill):
 def test_scheduled_runs_train_in_proportion_to_new_traffic(client, fill, settings):
     from tasks.training import scheduled_train_task
 
+    def scheduled_steps() -> tuple[list[str], int]:
+        queued = scheduled_train_task()["queued"]  # eager in the tests: trained by now
+        return queued, AgentState.load().steps_done
+
     settings.TRAINING_BATCH_SIZE = 32
     fill(100)
-    assert scheduled_train_task()["steps_done"] == 50  # 0.5 steps per new experience
+    assert scheduled_steps() == (["default"], 50)  # 0.5 steps per new experience
     fill(10, seed=1)
-    assert scheduled_train_task()["steps_done"] == 55
-    assert scheduled_train_task()["steps_done"] == 56  # nothing new: TRAINING_ITERATIONS (1)
+    assert scheduled_steps() == (["default"], 55)
+    assert scheduled_steps() == ([], 55)  # nothing new: no run queued
     settings.TRAINING_MAX_ITERATIONS = 20
     fill(100, seed=2)
-    assert scheduled_train_task()["steps_done"] == 76
+    assert scheduled_steps() == (["default"], 75)
 
 
 def test_a_run_whose_lease_is_taken_over_publishes_nothing_and_says_so(client, fill, monkeypatch):

@@ -72,11 +72,11 @@ def select(client, **overrides) -> dict:
     return response.json()
 
 
-def config_form(operator: Client) -> dict:
-    """The configuration form's current values (and hidden initials) as a browser would post them."""
+def config_form(operator: Client, pool: str = "default") -> dict:
+    """The pool's configuration form's current values (and hidden initials) as a browser would post them."""
     from agent_app.models import AgentConfig
 
-    response = operator.get(f"/admin/agent_app/agentconfig/{AgentConfig.load().pk}/change/")
+    response = operator.get(f"/admin/agent_app/agentconfig/{AgentConfig.load(pool).pk}/change/")
     assert response.status_code == 200
     form = response.context["adminform"].form
     data = {}

@@ -6,10 +6,14 @@ import pytest
 
 from tests.operators.conftest import logged_in
 
+# "{config}" stands for the default pool's configuration row, whatever primary key it was given.
 OPERATOR_PAGES = [
     "/admin/",
     "/admin/dashboard/",
-    "/admin/agent_app/agentconfig/1/change/",
+    "/admin/agent_app/agentconfig/{config}/change/",
+    "/admin/agent_app/pool/",
+    "/admin/agent_app/pool/add/",
+    "/admin/agent_app/metricsample/",
     "/admin/agent_app/configchange/",
     "/admin/agent_app/checkpoint/",
     "/admin/agent_app/experience/",
@@ -22,19 +26,32 @@ OPERATOR_PAGES = [
 
 @pytest.mark.parametrize("path", OPERATOR_PAGES)
 def test_staff_see_every_operator_page(operator, path):
-    response = operator.get(path)
+    from agent_app.models import AgentConfig
+
+    response = operator.get(path.format(config=AgentConfig.load("default").pk))
     assert response.status_code == 200, (path, response.status_code)
+
+
+def test_the_configuration_of_a_pool_is_found_by_its_name(operator):
+    from agent_app.models import AgentConfig
+
+    response = operator.get("/admin/agent_app/agentconfig/pool/default/")
+    assert response.status_code == 302
+    assert response["Location"] == f"/admin/agent_app/agentconfig/{AgentConfig.load('default').pk}/change/"
+    assert operator.get("/admin/agent_app/agentconfig/pool/nope/").status_code == 404
 
 
 def test_admin_index_links_the_dashboard_and_the_beat_schedule(operator):
     page = operator.get("/admin/").content.decode()
     assert 'href="/admin/dashboard/"' in page
     assert "Periodic tasks" in page
-    for model in ("Agent configuration", "Configuration changes", "Checkpoints", "Experiences", "API keys"):
+    for model in ("Agent configuration", "Configuration changes", "Checkpoints", "Experiences", "API keys",
+                  "Pools"):
         assert model in page, model
 
 
-@pytest.mark.parametrize("path", ["/admin/", "/admin/dashboard/", "/admin/agent_app/agentconfig/1/change/"])
+@pytest.mark.parametrize("path", ["/admin/", "/admin/dashboard/", "/admin/agent_app/agentconfig/1/change/",
+                                  "/admin/agent_app/pool/"])
 def test_anonymous_users_are_sent_to_the_login_page(anonymous, path):
     from django.test import Client
 

@@ -1,4 +1,5 @@
-"""In a real headless Chromium: log in, see the dashboard's charts, change epsilon, take a screenshot.
+"""In a real headless Chromium: log in, see the dashboard's charts, change epsilon, take a screenshot,
+choose another pool.
 
 Chromium comes from Debian (`apt-get install -y chromium`, which `make test` runs) and is
 driven by Playwright without its own browser download. A missing browser fails the test:
@@ -41,7 +42,7 @@ def history(client, settings):
 
     settings.RL_MIN_TRAINING_STEPS = 4  # the DQN takes over after two runs: the rates move
     AgentConfig.load()
-    AgentConfig.objects.filter(pk=1).update(epsilon_decay=0.85)  # and epsilon visibly decays
+    AgentConfig.objects.filter(pool="default").update(epsilon_decay=0.85)  # and epsilon visibly decays
     rng = np.random.default_rng(7)
     for run, arm in enumerate(("heuristic", "rl", "heuristic", "rl", "rl")):
         for _ in range(8 + 4 * run):
@@ -51,9 +52,27 @@ def history(client, settings):
         assert client.post("/train?batch_size=32&iterations=2").status_code == 200
 
 
+@pytest.fixture
+def alpha(client):
+    """A second pool, "alpha", trained once for 3 steps: model v1 beside the default pool's v5."""
+    from agent_app.replay import get_replay_store
+    from agent_app.services.pool_admin import create_pool
+
+    create_pool("alpha")
+    store = get_replay_store("alpha")
+    store.clear()
+    rng = np.random.default_rng(11)
+    batch = [random_experience(rng) for _ in range(60)]
+    body = {"experiences": batch, "pool": "alpha"}
+    assert client.post("/record_experience", body, format="json").status_code == 201
+    assert client.post("/train?pool=alpha&batch_size=32&iterations=3").status_code == 200
+    yield
+    store.clear()
+
+
 @pytest.mark.django_db(transaction=True)
 def test_an_operator_sees_the_charts_and_changes_epsilon_in_a_real_browser(
-    live_server, history, admin_user, settings, tmp_path
+    live_server, history, alpha, admin_user, settings, tmp_path
 ):
     screenshot = DOCS_SCREENSHOT if os.environ.get("UPDATE_SCREENSHOT") else tmp_path / "dashboard.png"
     from playwright.sync_api import sync_playwright
@@ -88,7 +107,8 @@ def test_an_operator_sees_the_charts_and_changes_epsilon_in_a_real_browser(
             assert page.locator("#ab-results").is_visible()
             epsilon_before = page.inner_text("#figure-epsilon")
 
-            page.goto(f"{url}/admin/agent_app/agentconfig/")
+            page.goto(f"{url}/admin/agent_app/agentconfig/")  # one row per pool
+            page.click("#result_list a:text-is('default')")
             page.fill("#id_epsilon", "0.42")
             page.click("input[name=_save]")
             page.wait_for_selector("ul.messagelist li.info")
@@ -98,6 +118,14 @@ def test_an_operator_sees_the_charts_and_changes_epsilon_in_a_real_browser(
             page.wait_for_selector("svg.chart polyline.series")
             assert page.inner_text("#figure-epsilon") == "0.4200" != epsilon_before
             page.screenshot(path=str(screenshot), full_page=True)
+            assert page.inner_text("#figure-model-version") == "v5"
+
+            page.select_option("#pool-select", "alpha")  # the page reloads with ?pool=alpha
+            page.wait_for_url(f"{url}/admin/dashboard/?pool=alpha")
+            assert page.inner_text("#figure-model-version") == "v1"
+            assert page.inner_text("#figure-steps") == "3"
+            assert page.inner_text("#figure-epsilon") != "0.4200"  # the default pool's change stays there
+            assert page.locator("input[type=hidden][name=pool]").first.get_attribute("value") == "alpha"
         finally:
             browser.close()
 

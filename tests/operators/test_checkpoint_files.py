@@ -136,7 +136,7 @@ def test_a_database_reset_lists_the_files_and_never_overwrites_one(client, train
     written = {row.path: Path(row.path).read_bytes() for row in rows()}
     Checkpoint.objects.all().delete()
     AgentState.objects.all().delete()
-    training._trainer = training.LocalTrainer()  # a worker that starts on the reset database
+    training._trainers.clear()  # a worker that starts on the reset database
     assert training.restore_published_model()["restored"] is True
     assert {row.path: row.status for row in rows()} == dict.fromkeys(written, "ok")  # rollback offers them
 
@@ -178,7 +178,7 @@ def test_ready_reports_a_damaged_checkpoint_as_a_detail(client, train, every, mo
     detail = body["checkpoints"]
     assert detail["ok"] is False and detail["usable"] == 1 and detail["model_path"] == "ok"
     assert [(p["version"], p["status"]) for p in detail["problems"]] == [(1, "damaged")]
-    assert value(scrape(client), "rl_agent_checkpoints_unusable") == 1
+    assert value(scrape(client), "rl_agent_checkpoints_unusable", pool="default") == 1
 
     model_path.write_bytes(b"not a checkpoint")
     detail = client.get("/ready").json()["checkpoints"]

@@ -125,7 +125,7 @@ def test_a_form_opened_before_training_moved_epsilon_does_not_put_the_old_value_
     from tests.operators.conftest import config_form
 
     stale = config_form(operator)  # epsilon 1.0 as the operator saw it
-    AgentState.objects.filter(pk=1).update(epsilon=0.8)  # the trainer decays it meanwhile
+    AgentState.objects.filter(pool="default").update(epsilon=0.8)  # the trainer decays it meanwhile
     stale["balance_weight"] = "0.2"
     operator.post(f"/admin/agent_app/agentconfig/{AgentConfig.load().pk}/change/", stale)
     assert AgentState.load().epsilon == 0.8

@@ -1,4 +1,4 @@
-"""/metrics with several gunicorn workers: every worker's counts are in each scrape.
+"""/metrics with several gunicorn workers: every worker's counts, per pool, are in each scrape.
 
 Runs deploy/gunicorn.conf.py the way gunicorn's master does (before any worker imports
 prometheus_client), forks workers that count decisions, and scrapes from yet another process.
@@ -28,7 +28,8 @@ SCRIPT = textwrap.dedent("""
         from collections import Counter
         totals = Counter()
         for i in range(decisions):
-            totals[i % 3, "explore" if i % 2 else "least_loaded"] += 1
+            pool = "beta" if i % 5 == 0 else "default"
+            totals[pool, i % 3, "explore" if i % 2 else "least_loaded"] += 1
             if i % 7 == 0:
                 metrics.count_decisions(totals)              # flushed now and then, as the refresh does
         metrics.count_decisions(totals)
@@ -72,5 +73,7 @@ def test_counters_of_every_gunicorn_worker_are_summed_in_one_scrape(tmp_path):
     assert sum(s.value for s in decisions if s.name.endswith("_total")) == 60
     explore = [s for s in decisions if s.name.endswith("_total") and s.labels["policy"] == "explore"]
     assert sum(s.value for s in explore) == 30
+    beta = [s for s in decisions if s.name.endswith("_total") and s.labels["pool"] == "beta"]
+    assert sum(s.value for s in beta) == 2 + 4 + 6  # every fifth decision of each worker
     recorded = families["rl_agent_experiences_recorded"].samples
     assert next(s.value for s in recorded if s.name.endswith("_total")) == 60

@@ -16,7 +16,7 @@ def test_run_selected_tasks_sends_them_to_the_worker_by_name(operator, fill):
     from agent_app.services.schedule import set_training_interval
 
     fill(100)
-    AgentConfig.objects.update_or_create(pk=1, defaults={"batch_size": 32})
+    AgentConfig.objects.update_or_create(pool="default", defaults={"batch_size": 32})
     task = set_training_interval(60, username="operator")  # beat's "train": tasks.training.scheduled_train
     response = operator.post("/admin/django_celery_beat/periodictask/",
                              {"action": "run_tasks", "_selected_action": [task.pk]}, follow=True)
