@@ -6,6 +6,7 @@ an error, a non-2xx answer or an open circuit the heuristic decides, and the Dec
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import http.client
 import itertools
@@ -22,14 +23,14 @@ from typing import Any
 
 from agent_app.rl.policy import softmax_confidence
 from agent_app.rl.state import build_state, normalize_state, state_dim
-from rlagent_client.config import ClientConfig
+from rlagent_client.config import ClientConfig, check_pool
 from rlagent_client.decision import ARM_HEURISTIC, ARM_RL, HEURISTIC, LOCAL, SERVICE, Decision
 from rlagent_client.fallback import CircuitBreaker, Heuristic, heuristic_name, make_heuristic
 from rlagent_client.local import LocalPolicy
 from rlagent_client.payload import select_payload
 from rlagent_client.replica_metrics import ReplicaMetricsScraper
 from rlagent_client.reporter import Reporter
-from rlagent_client.transport import Transport
+from rlagent_client.transport import Response, Transport, unknown_pool
 
 log = logging.getLogger(__name__)
 MAX_LATENCY_MS = 3_600_000.0  # the service's bound on latency_ms
@@ -41,6 +42,7 @@ class RLAgentClient:
 
     def __init__(self, config: ClientConfig | None = None, *, heuristic: Heuristic | None = None) -> None:
         self.config = config = config or ClientConfig()
+        self._given_heuristic = heuristic  # for_pool() clients share a caller's own heuristic
         self.heuristic = heuristic or make_heuristic(config.heuristic)
         self._heuristic_policy = heuristic_name(self.heuristic)
         self._transport = Transport(config.url, config.api_key)
@@ -56,21 +58,25 @@ class RLAgentClient:
         self._host = (0.0, 0.0)  # memory and CPU from the service's last answer, for local states
         self._ids = itertools.count()
         self._id_prefix = uuid.uuid4().hex[:16]
+        self._pool_clients: dict[str | None, RLAgentClient] = {}  # for_pool()
+        self._pool_clients_lock = threading.Lock()  # not self._lock: a new client may fetch weights first
+        self._unknown_pool_logged = False
         agent_used = config.mode != "heuristic"
         self.reporter = None
         if agent_used and config.report:
             self.reporter = Reporter(
                 self._transport, queue_size=config.report_queue_size, batch_size=config.report_batch_size,
                 interval_s=config.report_interval_ms / 1000, timeout_s=config.report_timeout_s,
-                max_retries=config.report_max_retries,
+                max_retries=config.report_max_retries, pool=config.pool,
             )
         self.local = None
         if agent_used and config.inference == "local":
             self.local = LocalPolicy(self._transport, refresh_s=config.weights_refresh_s,
-                                     timeout_s=WEIGHTS_TIMEOUT_S)
+                                     timeout_s=WEIGHTS_TIMEOUT_S, pool=config.pool)
             self.local.start()
         self.scraper = None
-        if agent_used and config.replica_metrics:
+        self._owns_scraper = agent_used and config.replica_metrics  # False in for_pool() clients
+        if self._owns_scraper:
             names = [config.replica_name(i) for i in range(len(config.replica_urls))]
             self.scraper = ReplicaMetricsScraper(dict(zip(names, config.replica_urls, strict=True)),
                                                  interval_s=config.metrics_interval_s).start()
@@ -117,7 +123,7 @@ class RLAgentClient:
         # The body is built here, so a bad `request` or `replica_metrics` raises to the caller.
         extended = self._extended(len(replica_loads), request, replica_metrics, replica_names)
         payload = select_payload(replica_loads, queue_depth, recent_latency_ms, current_rps, success_rate,
-                                 **extended)
+                                 pool=self.config.pool, **extended)
         inputs = (replica_loads, queue_depth, recent_latency_ms, current_rps, success_rate, memory, cpu,
                   time_of_day, payload)
         mode = self.config.mode
@@ -188,11 +194,33 @@ class RLAgentClient:
             body["state"], body["action"] = state, decision.replica_idx
         self.reporter.put(body)
 
+    def for_pool(self, pool: str | None) -> RLAgentClient:
+        """The client for another replica pool of the same service: these settings and heuristic,
+        its own circuit breaker, reporter (its batches name its pool) and local weights, and this
+        client's replica-metrics scraper (metrics are matched by replica name). Made once per pool,
+        closed by this client's close(); `None` is the default pool. Report a decision to the
+        client that made it."""
+        if pool is not None:
+            check_pool("pool", pool)
+        if pool == self.config.pool:
+            return self
+        with self._pool_clients_lock:
+            child = self._pool_clients.get(pool)
+            if child is None:
+                config = dataclasses.replace(self.config, pool=pool, replica_metrics=False)
+                child = RLAgentClient(config, heuristic=self._given_heuristic)
+                child.scraper = self.scraper
+                self._pool_clients[pool] = child
+        return child
+
     def stats(self) -> dict[str, Any]:
-        """Counters for dashboards and logs: who decided, why the heuristic did, the reporter, shadow."""
+        """Counters for dashboards and logs: who decided, why the heuristic did, the reporter, shadow;
+        the for_pool() clients' own under "pools"."""
+        with self._pool_clients_lock:
+            children = dict(self._pool_clients)
         with self._lock:
             out: dict[str, Any] = {
-                "mode": self.config.mode, "inference": self.config.inference,
+                "pool": self.config.pool, "mode": self.config.mode, "inference": self.config.inference,
                 "decisions": dict(self._decisions), "arms": dict(self._arms),
                 "fallbacks": dict(self._fallbacks), "invalid_reports": self._invalid_reports,
             }
@@ -204,13 +232,19 @@ class RLAgentClient:
         out["reporter"] = self.reporter.snapshot() if self.reporter else None
         out["local_model"] = self.local.snapshot() if self.local else None
         out["replica_metrics"] = self.scraper.stats() if self.scraper else None
+        if children:
+            out["pools"] = {name or "default": child.stats() for name, child in children.items()}
         return out
 
     def close(self, timeout_s: float = 10.0) -> None:
-        """Stop the background threads, sending what is queued (up to timeout_s)."""
+        """Stop the background threads, sending what is queued (up to timeout_s), for_pool() clients' too."""
+        with self._pool_clients_lock:
+            children = list(self._pool_clients.values())
+        for child in children:
+            child.close(timeout_s)
         if self.local is not None:
             self.local.stop()
-        if self.scraper is not None:
+        if self.scraper is not None and self._owns_scraper:
             self.scraper.stop()
         if self._shadow_pool is not None:
             self._shadow_pool.shutdown(wait=True, cancel_futures=True)
@@ -257,13 +291,15 @@ class RLAgentClient:
             resp = self._transport.request("POST", "/select_replica", timeout_s=self.config.timeout_s,
                                            payload=inputs[8])
             if not resp.ok:
-                raise _Refused(f"http {resp.status}")
+                raise self._refusal(resp)
             body = resp.json()
             index = int(body["replica_idx"])
             if not 0 <= index < len(loads):
                 raise _Refused(f"replica_idx {index} out of range")
         except TimeoutError:
             reason = "timeout"
+        except _UnknownPool as exc:
+            reason = f"unknown_pool: {exc}"
         except _Refused as exc:
             reason = f"error: {exc}"
         except (OSError, http.client.HTTPException) as exc:
@@ -272,6 +308,7 @@ class RLAgentClient:
             reason = f"error: bad response: {exc}"
         else:
             self.breaker.record_success()
+            self._unknown_pool_logged = False
             state = body.get("state") or None
             if state is not None and len(state) == state_dim(len(loads)):
                 self._host = (float(state[-3]), float(state[-2]))
@@ -281,6 +318,16 @@ class RLAgentClient:
                             confidence=body.get("confidence"), exploration=bool(body.get("exploration")))
         self.breaker.record_failure()
         return self._fallback(inputs, arm, reason)
+
+    def _refusal(self, resp: Response) -> _Refused:
+        """Why a non-2xx answer is no decision: _UnknownPool when the service has no such pool."""
+        detail = unknown_pool(resp)
+        if detail is None:
+            return _Refused(f"http {resp.status}")
+        if not self._unknown_pool_logged:  # a setting to fix, not a sick service: say so, once
+            self._unknown_pool_logged = True
+            log.warning("rlagent client: %s; the heuristic routes until it exists", detail)
+        return _UnknownPool(detail)
 
     def _local_decision(self, inputs: tuple, arm: str) -> Decision:
         model = self.local.model  # one read: a refresh swaps the whole object
@@ -333,3 +380,7 @@ class RLAgentClient:
 
 class _Refused(Exception):
     """The service answered, but not with a usable decision."""
+
+
+class _UnknownPool(_Refused):
+    """The service has no pool of the configured name (404 naming it)."""

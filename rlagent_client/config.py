@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
@@ -13,11 +14,15 @@ from urllib.parse import urlsplit
 MODES = ("rl", "shadow", "canary", "heuristic")
 INFERENCE = ("remote", "local")
 TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
+# The service's rule for pool names (agent_app/pools.py, which needs Django: the client does not).
+POOL_NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
+POOL_RULE = "1-63 characters of letters, digits, '.', '_' and '-', starting with a letter or digit"
 
 # Environment variable -> field. USE_RL_AGENT and RL_AGENT_URL are the original specification's names.
 ENV_FIELDS = {
     "RL_AGENT_URL": "url",
     "RL_AGENT_API_KEY": "api_key",
+    "RL_AGENT_POOL": "pool",
     "RL_AGENT_MODE": "mode",
     "RL_AGENT_INFERENCE": "inference",
     "RL_AGENT_TIMEOUT_MS": "timeout_ms",
@@ -44,6 +49,7 @@ class ClientConfig:
 
     url: str = "http://localhost:5000"  # the RL agent service
     api_key: str | None = None  # sent as `Authorization: Bearer`; /record_experience needs it
+    pool: str | None = None  # the service's replica pool this gateway routes for; None: the default pool
     mode: str = "rl"  # rl | shadow | canary | heuristic (who routes; see rlagent_client/README.md)
     inference: str = "remote"  # remote: POST /select_replica; local: published weights in-process
     timeout_ms: float = 50.0  # budget of one /select_replica call before the heuristic decides
@@ -71,6 +77,8 @@ class ClientConfig:
         parts = urlsplit(self.url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"RL_AGENT_URL must be an http(s) URL, got {self.url!r}")
+        if self.pool is not None:
+            check_pool("RL_AGENT_POOL", self.pool)
         _choice("RL_AGENT_MODE", self.mode, MODES)
         _choice("RL_AGENT_INFERENCE", self.inference, INFERENCE)
         _number("RL_AGENT_TIMEOUT_MS", self.timeout_ms, 1, 60_000)
@@ -144,6 +152,13 @@ def _parse(var: str, raw: str, kind: str) -> Any:
     if kind.startswith("tuple"):
         return tuple(part.strip() for part in raw.split(",") if part.strip())
     return raw  # str and str | None
+
+
+def check_pool(var: str, name: Any) -> str:
+    """`name` if it is a valid pool name, else ValueError naming `var`."""
+    if not isinstance(name, str) or not POOL_NAME.match(name):
+        raise ValueError(f"{var} must be a pool name ({POOL_RULE}), got {name!r}")
+    return name
 
 
 def _choice(var: str, value: str, allowed: tuple[str, ...]) -> None:

@@ -1,7 +1,8 @@
 """A LiteLLM Router plugin: the RL agent picks which deployment of a model group serves each
 request (deployments are the agent's replicas), LiteLLM's own simple-shuffle picks whenever the
 agent cannot answer in time, and every outcome (latency, TTFT when streamed, success) is reported
-from LiteLLM's success and failure callbacks. Needs `pip install ".[litellm]"`; see docs/litellm.md.
+from LiteLLM's success and failure callbacks. Model groups can each have their own replica pool
+(`pools=`). Needs `pip install ".[litellm]"`; see docs/litellm.md.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class Pick:
     decision: Decision | None  # None: the model group has one deployment, nothing was decided
     names: list[str]
     deployment: str
+    client: RLAgentClient  # the one that decided (its pool's): the outcome is reported to it
 
 
 class _Outcomes(CustomLogger):
@@ -105,16 +107,23 @@ def _outcomes() -> _Outcomes:
 
 
 class RLAgentRoutingStrategy(CustomRoutingStrategyBase):
-    """`RLAgentRoutingStrategy(router, client).install()`; one per Router."""
+    """`RLAgentRoutingStrategy(router, client).install()`; one per Router.
+
+    `pools` maps a model group to the service's replica pool that routes it (its own agent, whose
+    replicas are the group's deployments); a group it does not name is routed in the client's own
+    pool (RL_AGENT_POOL, else the default pool), as every group is without `pools`."""
 
     _serial = itertools.count()
 
-    def __init__(self, router: Any, client: RLAgentClient, *,
+    def __init__(self, router: Any, client: RLAgentClient, *, pools: Mapping[str, str] | None = None,
                  name_of: Callable[[Deployment], str] = deployment_name, send_request_size: bool = False,
                  history: int = 1000, seed: int | None = None) -> None:
         self.id = f"s{next(self._serial)}"
         self.router = router
         self.client = client
+        self.pools = dict(pools or {})
+        # One client per pool (client.for_pool: its own breaker and reporter); a bad name raises here.
+        self._clients = {group: client.for_pool(pool) for group, pool in self.pools.items()}
         self.name_of = name_of
         # The request's prompt and output sizes go in the body's `request` (the per-replica form).
         self.send_request_size = send_request_size
@@ -144,19 +153,26 @@ class RLAgentRoutingStrategy(CustomRoutingStrategyBase):
         specific_deployment: bool | None = False, request_kwargs: dict[str, Any] | None = None,
     ) -> Deployment:
         deployments = self._deployments(model, specific_deployment)
+        client = self.client_for(deployments)
         if len(deployments) == 1:
-            return self._routed(deployments, None, request_kwargs)
+            return self._routed(deployments, None, request_kwargs, client)
         # The client blocks for at most its timeout; a thread keeps the event loop serving meanwhile.
-        decision = await asyncio.to_thread(self._decide, deployments, messages, request_kwargs)
-        return self._routed(deployments, decision, request_kwargs)
+        decision = await asyncio.to_thread(self._decide, client, deployments, messages, request_kwargs)
+        return self._routed(deployments, decision, request_kwargs, client)
 
     def get_available_deployment(
         self, model: str, messages: list[dict[str, str]] | None = None, input: Any = None,  # noqa: A002
         specific_deployment: bool | None = False, request_kwargs: dict[str, Any] | None = None,
     ) -> Deployment:
         deployments = self._deployments(model, specific_deployment)
-        decision = None if len(deployments) == 1 else self._decide(deployments, messages, request_kwargs)
-        return self._routed(deployments, decision, request_kwargs)
+        client = self.client_for(deployments)
+        decision = None if len(deployments) == 1 else self._decide(client, deployments, messages,
+                                                                   request_kwargs)
+        return self._routed(deployments, decision, request_kwargs, client)
+
+    def client_for(self, deployments: Sequence[Deployment]) -> RLAgentClient:
+        """The client of the pool that routes these deployments' model group."""
+        return self._clients.get(str(deployments[0].get("model_name")), self.client)
 
     def _deployments(self, model: str, specific: bool | None) -> list[Deployment]:
         registry = getattr(self.router, "registry", None)
@@ -171,16 +187,17 @@ class RLAgentRoutingStrategy(CustomRoutingStrategyBase):
             raise ValueError(f"no deployment serves model {model!r}")
         return sorted(found, key=self.name_of)  # a stable replica order, whatever the router's
 
-    def _decide(self, deployments: Sequence[Deployment], messages: Any, request_kwargs: Any) -> Decision:
+    def _decide(self, client: RLAgentClient, deployments: Sequence[Deployment], messages: Any,
+                request_kwargs: Any) -> Decision:
         names = [self.name_of(d) for d in deployments]
         loads, queue_depth, latency_ms, rps, success_rate = self.traffic.observe(names)
         request = self._request_size(messages, request_kwargs or {}) if self.send_request_size else None
         user = (request_kwargs or {}).get("user")
-        return self.client.select(loads, queue_depth, latency_ms, rps, success_rate, replica_names=names,
-                                  request=request, request_key=None if user is None else str(user))
+        return client.select(loads, queue_depth, latency_ms, rps, success_rate, replica_names=names,
+                             request=request, request_key=None if user is None else str(user))
 
     def _routed(self, deployments: Sequence[Deployment], decision: Decision | None,
-                request_kwargs: dict[str, Any] | None) -> Deployment:
+                request_kwargs: dict[str, Any] | None, client: RLAgentClient) -> Deployment:
         names = [self.name_of(d) for d in deployments]
         if decision is not None and decision.decided_by == HEURISTIC:
             # The agent did not decide (timeout, error, open circuit, heuristic arm): LiteLLM does.
@@ -192,7 +209,7 @@ class RLAgentRoutingStrategy(CustomRoutingStrategyBase):
         by = "only" if decision is None else ("litellm" if decision.policy == LITELLM_POLICY else "agent")
         with self._lock:
             self.counts[by] += 1
-            self.history.append({"deployment": chosen, "by": by,
+            self.history.append({"deployment": chosen, "by": by, "pool": client.config.pool,
                                  "reason": None if decision is None else decision.reason})
         if request_kwargs is not None:  # without them no callback can be tied to this pick
             key = f"{self.id}:{next(self._ids)}"
@@ -202,7 +219,7 @@ class RLAgentRoutingStrategy(CustomRoutingStrategyBase):
             metadata[METADATA_KEY] = key
             self.traffic.begin(chosen)
             with self._lock:
-                self._pending[key] = Pick(decision, names, chosen)
+                self._pending[key] = Pick(decision, names, chosen, client)
                 overflow = len(self._pending) > MAX_PENDING
                 forgotten = self._pending.pop(next(iter(self._pending))) if overflow else None
             if forgotten is not None:
@@ -236,7 +253,7 @@ class RLAgentRoutingStrategy(CustomRoutingStrategyBase):
         loads_after = self.traffic.end(pick.deployment, pick.names, latency_ms, success)
         if pick.decision is None:
             return
-        self.client.report(pick.decision, latency_ms, success, loads_after, ttft_ms=ttft_ms,
+        pick.client.report(pick.decision, latency_ms, success, loads_after, ttft_ms=ttft_ms,
                            output_tokens=tokens if isinstance(tokens, int) else None)
         with self._lock:
             self.counts["reported"] += 1

@@ -12,10 +12,11 @@ import json
 import logging
 import threading
 from dataclasses import dataclass
+from urllib.parse import urlencode
 
 from agent_app.rl.inference import NumpyQNetwork, weights_from_bytes
 from agent_app.rl.set_inference import SET_DIMS_KEY
-from rlagent_client.transport import Transport
+from rlagent_client.transport import Transport, unknown_pool
 
 log = logging.getLogger(__name__)
 PATH = "/model/weights"
@@ -35,8 +36,11 @@ class LocalModel:
 class LocalPolicy:
     """Keeps `model` in step with the service's published weights."""
 
-    def __init__(self, transport: Transport, *, refresh_s: float = 1.0, timeout_s: float = 5.0) -> None:
+    def __init__(self, transport: Transport, *, refresh_s: float = 1.0, timeout_s: float = 5.0,
+                 pool: str | None = None) -> None:
         self._transport = transport
+        # The pool's weights; none named: the default pool's, from the same URL as before pools.
+        self._path = PATH if pool is None else f"{PATH}?{urlencode({'pool': pool})}"
         self._refresh_s = refresh_s
         self._timeout_s = timeout_s
         self.model = LocalModel()
@@ -67,7 +71,7 @@ class LocalPolicy:
         current = self.model
         headers = {"If-None-Match": current.etag} if current.etag else {}
         try:
-            resp = self._transport.request("GET", PATH, timeout_s=self._timeout_s, headers=headers)
+            resp = self._transport.request("GET", self._path, timeout_s=self._timeout_s, headers=headers)
         except (OSError, http.client.HTTPException) as exc:
             return self._failed(f"{type(exc).__name__}: {exc}")
         ready = resp.headers.get("x-model-ready", "false").lower() == "true"
@@ -80,7 +84,11 @@ class LocalPolicy:
             return False
         if resp.status == 404:
             self.counts["fetched"] += 1
-            self.model = LocalModel(reason=f"no model published yet ({_detail(resp.body)})")
+            missing_pool = unknown_pool(resp)
+            if missing_pool is not None and missing_pool != self.last_error:  # said once, not each refresh
+                log.warning("rlagent client: %s; the heuristic decides until it exists", missing_pool)
+            self.last_error = missing_pool
+            self.model = LocalModel(reason=missing_pool or f"no model published yet ({_detail(resp.body)})")
             return current.network is not None
         if not resp.ok:
             return self._failed(f"http {resp.status}")

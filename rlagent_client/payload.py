@@ -1,6 +1,6 @@
 """The `/select_replica` body: the original one (`replica_loads`), or the per-replica form
 (`replicas` with optional running, waiting and KV-cache usage each, and the request's size and
-prefix hashes)."""
+prefix hashes); either names the replica pool when the gateway routes for one."""
 
 from __future__ import annotations
 
@@ -23,11 +23,15 @@ def select_payload(
     names: Sequence[str] | None = None,
     replica_metrics: Sequence[Mapping[str, float]] | None = None,
     request: Mapping[str, Any] | None = None,
+    pool: str | None = None,
 ) -> dict[str, Any]:
     """The original body when `names` is None; else one `replicas` entry per load, with the
-    metrics given for it (missing or non-finite ones are left out) and `request` if given."""
+    metrics given for it (missing or non-finite ones are left out) and `request` if given.
+    `pool` None leaves the body without one: the service's default pool."""
     body: dict[str, Any] = {"queue_depth": float(queue_depth), "recent_latency_ms": float(recent_latency_ms),
                             "current_rps": float(current_rps), "success_rate": float(success_rate)}
+    if pool is not None:
+        body["pool"] = pool
     loads = [float(load) for load in replica_loads]
     if names is None:
         return {"replica_loads": loads, **body}

@@ -3,7 +3,8 @@ thread that sends batches to POST /record_experience with retries and backoff.
 
 When the queue is full the oldest report is dropped (and counted): fresh outcomes are worth more
 to the learner than stale ones. Every report carries an experience_id, so a batch retried after
-a lost answer is stored once (the service counts the repeats as duplicates).
+a lost answer is stored once (the service counts the repeats as duplicates). A reporter sends for
+one replica pool (or the default one): its batches never mix pools.
 """
 
 from __future__ import annotations
@@ -34,8 +35,10 @@ class Reporter:
         max_retries: int = 5,
         backoff_s: float = 0.1,
         max_backoff_s: float = 5.0,
+        pool: str | None = None,
     ) -> None:
         self._transport = transport
+        self._pool = pool  # every batch names it: one reporter, one pool, never mixed
         self._queue: deque[dict[str, Any]] = deque()
         self._queue_size = queue_size
         self._batch_size = min(batch_size, 1000)
@@ -147,7 +150,7 @@ class Reporter:
         """None on success, the good items after a 400, or a retryable error."""
         try:
             resp = self._transport.request("POST", PATH, timeout_s=self._timeout_s,
-                                           payload={"experiences": batch})
+                                           payload=batch_body(batch, self._pool))
         except (OSError, http.client.HTTPException) as exc:
             return f"{type(exc).__name__}: {exc}"
         if resp.ok:
@@ -168,6 +171,11 @@ class Reporter:
     def _count(self, name: str, n: int) -> None:
         with self._cond:
             self.counts[name] += n
+
+
+def batch_body(batch: list[dict[str, Any]], pool: str | None) -> dict[str, Any]:
+    """The /record_experience body: the pool at the top (none: the default pool, as before pools)."""
+    return {"experiences": batch} if pool is None else {"pool": pool, "experiences": batch}
 
 
 def _accepted_items(batch: list[dict[str, Any]], resp: Any) -> list[dict[str, Any]]:

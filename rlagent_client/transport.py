@@ -114,6 +114,20 @@ class Transport:
             self._local.conn = None
 
 
+def unknown_pool(resp: Response) -> str | None:
+    """The service's explanation when it answered 404 because it has no pool of the name sent (its
+    answer then names the pool), else None."""
+    if resp.status != 404:
+        return None
+    try:
+        answer = resp.json()
+    except ValueError:
+        return None
+    if not isinstance(answer, dict) or "pool" not in answer:
+        return None
+    return str(answer.get("detail") or f"pool {answer['pool']!r} does not exist")
+
+
 def _remaining(deadline: float) -> float:
     left = deadline - time.monotonic()
     if left <= 0:

@@ -34,7 +34,7 @@ def test_from_env_reads_every_rl_agent_variable():
         "RL_AGENT_BREAKER_FAILURES": "3", "RL_AGENT_BREAKER_COOLDOWN_SECONDS": "1.5",
         "RL_AGENT_REPORT": "false", "RL_AGENT_REPORT_QUEUE": "100", "RL_AGENT_REPORT_BATCH": "50",
         "RL_AGENT_REPORT_INTERVAL_MS": "20", "RL_AGENT_WEIGHTS_REFRESH_SECONDS": "0.5",
-        "RL_AGENT_LOCAL_EPSILON": "0.05", "RL_AGENT_REPLICA_NAMES": "a, b,c",
+        "RL_AGENT_LOCAL_EPSILON": "0.05", "RL_AGENT_REPLICA_NAMES": "a, b,c", "RL_AGENT_POOL": "llama-70b",
     })
     assert (config.url, config.api_key, config.mode, config.inference) == (
         "http://rl-agent:5000", "rlk_x", "canary", "local")
@@ -42,7 +42,7 @@ def test_from_env_reads_every_rl_agent_variable():
     assert (config.breaker_failures, config.breaker_cooldown_s, config.report) == (3, 1.5, False)
     assert (config.report_queue_size, config.report_batch_size, config.report_interval_ms) == (100, 50, 20)
     assert (config.weights_refresh_s, config.local_epsilon) == (0.5, 0.05)
-    assert config.replica_names == ("a", "b", "c")
+    assert config.replica_names == ("a", "b", "c") and config.pool == "llama-70b"
     assert ClientConfig.from_env({"USE_RL_AGENT": "1"}, timeout_ms=80).timeout_ms == 80
 
 
@@ -50,6 +50,7 @@ def test_from_env_reads_every_rl_agent_variable():
     ("RL_AGENT_URL", "rl-agent:5000"), ("RL_AGENT_MODE", "ab"), ("RL_AGENT_TIMEOUT_MS", "fast"),
     ("RL_AGENT_TIMEOUT_MS", "0"), ("RL_AGENT_CANARY_PERCENT", "101"), ("RL_AGENT_REPORT_BATCH", "5000"),
     ("RL_AGENT_BREAKER_FAILURES", "2.5"), ("USE_RL_AGENT", "maybe"), ("RL_AGENT_INFERENCE", "gpu"),
+    ("RL_AGENT_POOL", "llama/70b"),
 ])
 def test_a_bad_value_is_refused_with_the_variable_named(variable, value):
     with pytest.raises(ValueError, match=variable):

@@ -1,6 +1,7 @@
 """The LiteLLM plugin with a real `litellm.Router` in front of fake replicas: the agent's pick is
-the deployment LiteLLM calls, outcomes reach the service's replay store (TTFT when streamed), and
-with the service down LiteLLM still routes with its own choice."""
+the deployment LiteLLM calls, outcomes reach the service's replay store (TTFT when streamed), with
+the service down LiteLLM still routes with its own choice, and model groups mapped to pools are
+routed and reported in their own pool."""
 
 from __future__ import annotations
 
@@ -34,15 +35,22 @@ def replicas():
 
 @pytest.fixture
 def route(replicas):
-    """route(client) -> (router, strategy): a Router over the replicas, routed by the agent."""
+    """route(client, groups=("llama",), **options) -> (router, strategy): a Router over the replicas
+    (each group has a deployment on each, named `<replica>` for llama, `<group>-<replica>` else),
+    routed by the agent."""
     installed = []
 
-    def make(client):
-        model_list = [{"model_name": "llama", "model_info": {"id": r.profile.name},
-                       "litellm_params": {"model": "openai/llama", "api_base": f"{r.url}/v1", "api_key": "-"}}
-                      for r in reversed(replicas)]  # the strategy orders deployments by name itself
+    def make(client, groups=("llama",), **options):
+        def deployment(group, replica):
+            name = replica.profile.name if group == "llama" else f"{group}-{replica.profile.name}"
+            return {"model_name": group, "model_info": {"id": name},
+                    "litellm_params": {"model": f"openai/{group}", "api_base": f"{replica.url}/v1",
+                                       "api_key": "-"}}
+
+        # Reversed: the strategy orders deployments by name itself.
+        model_list = [deployment(group, r) for group in groups for r in reversed(replicas)]
         router = litellm.Router(model_list=model_list, num_retries=0)
-        strategy = RLAgentRoutingStrategy(router, client, seed=3).install()
+        strategy = RLAgentRoutingStrategy(router, client, seed=3, **options).install()
         installed.append(strategy)
         return router, strategy
 
@@ -51,16 +59,16 @@ def route(replicas):
         strategy.uninstall()
 
 
-async def ask(router, requests: int) -> list[str]:
+async def ask(router, requests: int, model: str = "llama") -> list[str]:
     """Send requests one at a time, every other one streamed; which replica answered each."""
     served = []
     for i in range(requests):
         if i % 2:
             chunks = [chunk async for chunk in await router.acompletion(
-                model="llama", messages=MESSAGES, max_tokens=5, stream=True)]
+                model=model, messages=MESSAGES, max_tokens=5, stream=True)]
             served.append(chunks[0].system_fingerprint)
         else:
-            answer = await router.acompletion(model="llama", messages=MESSAGES, max_tokens=5)
+            answer = await router.acompletion(model=model, messages=MESSAGES, max_tokens=5)
             served.append(answer.system_fingerprint)
     await asyncio.sleep(0.5)  # LiteLLM runs its success callbacks in the background
     return served
@@ -109,3 +117,43 @@ def test_with_the_service_down_litellm_still_routes_with_its_own_choice(route, r
     reasons = [pick["reason"] for pick in strategy.history]
     assert reasons[0].startswith("error: ConnectionRefusedError") and reasons[-1] == "circuit_open"
     assert sum(r.served for r in replicas) == 12
+
+
+def test_each_model_group_is_routed_and_reported_in_its_pool(route, dummy, make_client):
+    dummy.behave(lambda method, path, headers, body: (
+        (200, {}, json.dumps(select_answer(2)).encode()) if path == "/select_replica"
+        else (201, {}, b'{"stored": 1, "duplicates": 0}')))
+    client = make_client(dummy.url, api_key="k", timeout_ms=2000, report_interval_ms=60_000)
+    router, strategy = route(client, groups=("llama", "mistral"), pools={"llama": "alpha"})
+    LOOP.run_until_complete(ask(router, 3, "llama"))
+    LOOP.run_until_complete(ask(router, 2, "mistral"))
+    assert [(pick["pool"], pick["by"]) for pick in strategy.history] == [("alpha", "agent")] * 3 + [
+        (None, "agent")] * 2
+    assert [pick["deployment"] for pick in strategy.history][-1] == "mistral-gpu-c-2"
+    client.close()  # closes the pool's client too
+    selected = [body.get("pool") for body in dummy.bodies if "replica_loads" in body]
+    assert selected == ["alpha"] * 3 + [None] * 2  # a group not in `pools`: the client's own pool
+    reported = {body.get("pool"): len(body["experiences"]) for body in dummy.bodies if "experiences" in body}
+    assert reported == {"alpha": 3, None: 2}
+    with pytest.raises(ValueError, match="pool must be a pool name"):
+        RLAgentRoutingStrategy(router, client, pools={"llama": "no/such name"})
+
+
+def test_with_the_live_service_each_pools_outcomes_reach_its_own_buffer(route, service, make_client):
+    service.manage("create_pool", "alpha")
+
+    def buffers() -> tuple[int, int]:
+        return tuple(service.call("GET", path).json()["buffer_size"] or 0
+                     for path in ("/stats?pool=alpha", "/stats"))
+
+    before = buffers()
+    client = make_client(service.url(""), api_key=service.api_key, timeout_ms=2000, report_interval_ms=10)
+    router, strategy = route(client, groups=("llama", "mistral"), pools={"llama": "alpha"})
+    LOOP.run_until_complete(ask(router, 4, "llama"))
+    LOOP.run_until_complete(ask(router, 2, "mistral"))
+    assert {pick["by"] for pick in strategy.history} == {"agent"}, list(strategy.history)
+    client.close()
+    stats = client.stats()
+    assert stats["reporter"]["stored"] == 2 and stats["pools"]["alpha"]["reporter"]["stored"] == 4, stats
+    after = buffers()
+    assert (after[0] - before[0], after[1] - before[1]) == (4, 2)
