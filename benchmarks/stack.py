@@ -28,6 +28,7 @@ SELECT_NAMED = {"replicas": [{"name": f"gpu-{i}", "load": (7 * i) % 40, "running
                 **{key: value for key, value in SELECT.items() if key != "replica_loads"}}
 EXPERIENCE = {"state": [5, 3, 7, 12, 0.28, 8.2, 0.98, 0.5, 0.4, 0.5], "action": 1, "latency_ms": 265.3,
               "success": True, "replica_loads": [5, 4, 7]}
+TRAINING_WORKER = ["celery", "-A", "rlagent_project", "worker", "--queues", "training", "--concurrency", "1"]
 
 
 def reachable(port: int) -> bool:
@@ -46,18 +47,19 @@ def admin_sql(statement: str) -> None:
 class Stack:
     """gunicorn (deploy/gunicorn.conf.py, 2 workers) and a training worker; stopped on exit."""
 
-    def __init__(self, folder: Path, embedded: bool = False) -> None:
+    def __init__(self, folder: Path, embedded: bool = False, port: int = PORT) -> None:
         self.folder = folder
         self.embedded = embedded
-        self.base = f"http://127.0.0.1:{PORT}"
+        self.base = f"http://127.0.0.1:{port}"
         self.database: str | None = None
         self.server: subprocess.Popen | None = None
         self.worker: subprocess.Popen | None = None
+        self.extra_workers: list[subprocess.Popen] = []  # add_worker()'s
         self.key = ""
         self.env = {
             **os.environ, "DJANGO_SETTINGS_MODULE": "benchmarks.api.settings", "DATA_DIR": str(folder),
             "SECRET_KEY": "benchmark-" + "s" * 40, "MODEL_PATH": str(folder / "models" / "rl_agent.pth"),
-            "WEB_CONCURRENCY": "2", "PORT": str(PORT), "PROMETHEUS_URL": "http://127.0.0.1:9",
+            "WEB_CONCURRENCY": "2", "PORT": str(port), "PROMETHEUS_URL": "http://127.0.0.1:9",
             "LOG_LEVEL": "warning", "RL_EXPLORATION": "false", "TRAIN_TIMEOUT_SECONDS": "120",
             # The model's forward pass is what is measured: it routes every request once trained.
             "RL_ROUTING_GATE": "false",
@@ -87,9 +89,7 @@ class Stack:
                  "stderr": subprocess.DEVNULL}
         self.server = subprocess.Popen(
             ["gunicorn", "rlagent_project.wsgi", "--config", "deploy/gunicorn.conf.py"], **quiet)
-        self.worker = subprocess.Popen(
-            ["celery", "-A", "rlagent_project", "worker", "--queues", "training", "--concurrency", "1",
-             "--loglevel", "warning"], **quiet)
+        self.worker = subprocess.Popen([*TRAINING_WORKER, "--loglevel", "warning"], **quiet)
         for _ in range(240):
             try:
                 if requests.get(self.base + "/health", timeout=1).ok:
@@ -100,6 +100,25 @@ class Stack:
                 break
             time.sleep(0.5)
         raise SystemExit("gunicorn did not answer /health")
+
+    def add_worker(self) -> None:
+        """One more training worker process, with a node name of its own; returns once it is ready."""
+        number = len(self.extra_workers) + 1
+        log = self.folder / f"worker-{number}.log"
+        with log.open("wb") as out:
+            worker = subprocess.Popen([*TRAINING_WORKER, "--loglevel", "info", "-n", f"extra{number}@%h"],
+                                      cwd=ROOT, env=self.env, start_new_session=True, stdout=out,
+                                      stderr=subprocess.STDOUT)
+        self.extra_workers.append(worker)
+        deadline = time.monotonic() + 180
+        while " ready." not in log.read_text(errors="replace"):  # logged after its start-up tasks
+            if worker.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"training worker {number} did not start:\n{log.read_text()[-2000:]}")
+            time.sleep(0.5)
+
+    def stop_extra_workers(self) -> None:
+        while self.extra_workers:
+            _terminate(self.extra_workers.pop())
 
     def manage(self, *args: str) -> str:
         out = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=self.env, check=True,
@@ -114,13 +133,9 @@ class Stack:
         return requests.get(self.base + path, timeout=30, headers={"Authorization": f"Bearer {self.key}"})
 
     def __exit__(self, *exc: object) -> None:
-        for process in (self.server, self.worker):
-            if process is not None and process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-                try:
-                    process.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
+        for process in (self.server, self.worker, *self.extra_workers):
+            if process is not None:
+                _terminate(process)
         if self.database:
             import redis
 
@@ -131,12 +146,31 @@ class Stack:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def wrk(stack: Stack, path: str, body: object, seconds: int, connections: int) -> dict:
-    """One wrk run (2 threads) posting `body` to `path`: req/s, p50 and p99 in ms, failures."""
+def _terminate(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def wrk(stack: Stack, path: str, body: object, seconds: int, connections: int,
+        bodies: list[object] | None = None) -> dict:
+    """One wrk run (2 threads) posting `body` to `path`: req/s, p50 and p99 in ms, failures.
+
+    With `bodies`, each thread's requests post them in turn instead.
+    """
     script = stack.folder / f"{uuid.uuid4().hex}.lua"
+    in_turn = ""
+    if bodies:
+        in_turn = ("bodies = {" + ", ".join(f"[[{json.dumps(b)}]]" for b in bodies) + "}\nsent = 0\n"
+                   "request = function()\n  sent = sent + 1\n"
+                   "  return wrk.format(nil, nil, nil, bodies[sent % #bodies + 1])\nend\n")
     script.write_text(
         'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
         f'wrk.headers["Authorization"] = "Bearer {stack.key}"\nwrk.body = [[{json.dumps(body)}]]\n'
+        f"{in_turn}"
         "done = function(summary, latency, requests)\n"
         '  io.write(string.format("STATUS non2xx=%d errors=%d\\n", summary.errors.status,'
         " summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))\n"
