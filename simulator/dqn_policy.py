@@ -42,9 +42,11 @@ class DQNPolicy:
     service's beat period and ``iterations``, scaled to the simulated request rate): the
     default 8 steps every 16 experiences is 0.5 gradient steps per routed request.
 
-    ``gate`` (the per-replica network's default; a dict sets its options, ``dqn_gate``):
-    least-loaded routes until the model's rewards are significantly better on the requests it
-    was given, as the service's cold-start gate does; every decision, either arm's, trains it.
+    ``gate`` (the per-replica network's default; a dict sets its options, ``dqn_gate``): a
+    heuristic routes until the model's rewards are significantly better on the requests it was
+    given, as the service's cold-start gate does; every decision, either arm's, trains it. The
+    heuristic is the service's scorer (queue, KV-cache use, prefix match: ``agent_app.rl.scorer``)
+    or, with ``{"heuristic": "least_loaded"}``, the former least-loaded fallback.
 
     ``prefix_match`` (the per-replica network's default; a dict sets ``blocks_per_replica``,
     ``max_hashes`` and ``scale``): each replica's share of the request's leading prefix blocks
@@ -130,26 +132,20 @@ class DQNPolicy:
         if self.network == "mlp":
             return self.agent.act(self._normalise(raw), explore=self.mode != "eval").action
         hashes = (request_fields.get("request") or {}).get("prefix_hashes")
-        obs, names = self._observation(request_fields, raw, hashes)
+        obs, names, shares = self._observation(request_fields, raw, hashes)
         arm = None if self.gate is None else self.gate.arm()
         # The engine hands the same state list back in the experience: it keys the decision.
         self._pending[id(raw)] = (obs, names, arm)
-        action = self._decide(obs, names, arm, request_fields, rng)
+        if arm is None:
+            action = self.agent.act(obs, explore=self.mode != "eval").action
+        elif arm == HEURISTIC:  # the service's fallback, from what the service knows
+            action = self.gate.heuristic_choice(request_fields, shares, rng)
+        else:
+            q = self.agent.q_values(obs)[: len(names)]
+            action = self.gate.explore(q, 0.0 if self.mode == "eval" else float(self.agent.epsilon))
         if self.prefix_index is not None:  # as the service does after every decision, any arm's
             self.prefix_index.remember(names[action], hashes)
         return action
-
-    def _decide(self, obs: np.ndarray, names: list[str], arm: str | None, request_fields: dict,
-                rng: np.random.Generator) -> int:
-        if arm is None:
-            return self.agent.act(obs, explore=self.mode != "eval").action
-        if arm == HEURISTIC:  # least-loaded, random ties: the service's fallback
-            loads = request_fields["replica_loads"]
-            best = min(loads)
-            ties = [i for i, x in enumerate(loads) if x == best]
-            return ties[0] if len(ties) == 1 else ties[int(rng.integers(len(ties)))]
-        q = self.agent.q_values(obs)[: len(names)]
-        return self.gate.explore(q, 0.0 if self.mode == "eval" else float(self.agent.epsilon))
 
     def observe(self, experience: dict) -> None:
         """Turn a ``record_experience`` body into a transition, as the service does."""
@@ -194,8 +190,10 @@ class DQNPolicy:
                                    options.get("max_hashes", SERVICE_HASHES))
         return index, float(options.get("scale", 1.0))
 
-    def _observation(self, body: dict, raw: list[float],
-                     hashes: list | None = None) -> tuple[np.ndarray, list[str]]:
+    def _observation(self, body: dict, raw: list[float], hashes: list | None = None
+                     ) -> tuple[np.ndarray, list[str], list[float] | None]:
+        """The network's input, the replicas' names and their prefix match (None without
+        hashes or without the index): the match is also what the gate's heuristic reads."""
         names, features = replicas_from_body(body, self.replica_stats)
         shares = None if self.prefix_index is None else self.prefix_index.shares(names, hashes)
         if shares is not None:
@@ -205,7 +203,7 @@ class DQNPolicy:
         extras = normalize_state(raw, n, self.scales)[n:].tolist()
         request = body.get("request") or {}
         context = encode_context(extras, request.get("prompt_tokens"), request.get("max_tokens"))
-        return encode_observation(features, context, self.max_replicas), names
+        return encode_observation(features, context, self.max_replicas), names, shares
 
     def _observe_per_replica(self, experience: dict, reward: float) -> None:
         pending = self._pending.pop(id(experience["state"]), None)

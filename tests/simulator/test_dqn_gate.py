@@ -1,5 +1,6 @@
-"""The cold-start gate in the simulated DQN: least-loaded routes until the model is proven on
-its trial share, the switch needs significant evidence, and a sliding window can undo it."""
+"""The cold-start gate in the simulated DQN: the heuristic (the service's scorer, or least-loaded)
+routes until the model is proven on its trial share, the switch needs significant evidence, and a
+sliding window can undo it."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ import numpy as np
 import pytest
 
 from agent_app.rl.gate import HEURISTIC, MODEL
+from agent_app.rl.scorer import best_replicas
 from simulator.dqn_gate import RoutingGate
 from simulator.dqn_policy import DQNPolicy
+from simulator.router_view import RouterPolicy
 from simulator.runner import run_policy
 from simulator.scenarios import Scenario
 
@@ -74,13 +77,67 @@ def test_the_gate_is_on_by_default_for_the_per_replica_network_only() -> None:
         DQNPolicy(gate=True)
 
 
-def test_with_no_trial_share_the_gated_dqn_routes_exactly_as_least_loaded() -> None:
-    policy = DQNPolicy(train_requests=0, config_overrides=PER_REPLICA, gate={"trial_fraction": 0.0})
+class ScorerRouter(RouterPolicy):
+    """The service's scorer as a plain router, from the body's per-replica signals."""
+
+    def choose(self, request_fields: dict, rng: np.random.Generator) -> int:
+        reps = request_fields["replicas"]
+        ties = best_replicas([r["load"] for r in reps], running=[r["running"] for r in reps],
+                             waiting=[r["waiting"] for r in reps],
+                             kv_cache_usage=[r["kv_cache_usage"] for r in reps])
+        return ties[0] if len(ties) == 1 else ties[int(rng.integers(len(ties)))]
+
+
+@pytest.mark.parametrize(("heuristic", "reference"), [(None, ScorerRouter()),
+                                                      ("least_loaded", "least_loaded")])
+def test_with_no_trial_share_the_gated_dqn_routes_exactly_as_its_heuristic(heuristic, reference) -> None:
+    gate = {"trial_fraction": 0.0, **({"heuristic": heuristic} if heuristic else {})}
+    policy = DQNPolicy(train_requests=0, config_overrides=PER_REPLICA, gate=gate)
     gated = run_policy(TINY, policy, 400, 0)
-    plain = run_policy(TINY, "least_loaded", 400, 0)
+    plain = run_policy(TINY, reference, 400, 0)
     assert (gated.records.replica == plain.records.replica).all()
     assert policy.trained_on == 400  # every heuristic decision was a training experience
     assert gated.info["gate"]["routed"] == {MODEL: 0, HEURISTIC: 400}
+    assert gated.info["gate"]["config"]["heuristic"] == (heuristic or "scorer")
+
+
+def test_the_scorer_and_least_loaded_route_differently_on_a_heterogeneous_cluster() -> None:
+    # The scorer reads waiting and KV use: on replicas of three speeds it is not least-loaded.
+    runs = [run_policy(TINY, DQNPolicy(train_requests=0, config_overrides=PER_REPLICA,
+                                       gate={"trial_fraction": 0.0, "heuristic": h}), 400, 0)
+            for h in ("scorer", "least_loaded")]
+    assert (runs[0].records.replica != runs[1].records.replica).any()
+    with pytest.raises(ValueError, match="heuristic must be one of"):
+        DQNPolicy(config_overrides=PER_REPLICA, gate={"heuristic": "p2c"})
+
+
+class Context:
+    num_replicas = max_replicas = 3
+
+    def raw_state(self) -> list[float]:
+        return [4.0, 3.0, 3.0, 2.0, 0.1, 1.0, 1.0, 0.2, 0.3, 0.5]
+
+
+def _heuristic_pick(heuristic: str, waiting: list[int]) -> int:
+    """What the heuristic arm routes a request to when r1 holds its whole prefix."""
+    policy = DQNPolicy(train_requests=0, config_overrides=PER_REPLICA,
+                       gate={"trial_fraction": 0.0, "heuristic": heuristic})
+    policy.start(Context())
+    policy.set_mode("eval")
+    hashes = [11, 12, 13, 14]
+    policy.prefix_index.remember("r1", hashes)
+    replicas = [{"name": f"r{i}", "load": 2 + w, "running": 2, "waiting": w, "kv_cache_usage": 0.3}
+                for i, w in enumerate(waiting)]
+    body = {"replica_loads": [r["load"] for r in replicas], "queue_depth": 2, "recent_latency_ms": 100,
+            "current_rps": 1, "success_rate": 1, "replicas": replicas,
+            "request": {"prompt_tokens": 2048, "max_tokens": 50, "prefix_hashes": hashes}}
+    return policy.choose(body, np.random.default_rng(0))
+
+
+def test_the_scorer_arm_reads_the_service_prefix_index() -> None:
+    assert _heuristic_pick("scorer", [1, 2, 1]) == 1  # close queues: the holder of the prefix
+    assert _heuristic_pick("scorer", [0, 9, 0]) != 1  # a much longer queue: not the holder
+    assert _heuristic_pick("least_loaded", [1, 2, 1]) != 1  # least-loaded ignores the prefix
 
 
 def test_the_run_records_when_the_model_took_over() -> None:
