@@ -34,7 +34,7 @@ from agent_app.pools import DEFAULT_POOL  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-POLICIES = ("dqn", "explore", "least_loaded")
+POLICIES = ("dqn", "explore", "least_loaded", "scorer")
 # Training-run durations (seconds): a run is one batch of gradient steps plus a publish.
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 

@@ -18,7 +18,7 @@ class Decision:
     reason: None when the arm's policy decided as intended; otherwise why not, e.g. "timeout",
     "circuit_open", "error: http 503", "mode=heuristic", "canary: heuristic arm", or the
     service's own fallback_reason ("model has 40 of 100 training steps").
-    policy: the service's policy ("dqn", "explore", "least_loaded"), or the heuristic's name.
+    policy: the service's policy ("dqn", "explore", "least_loaded", "scorer"), or the heuristic's name.
     arm: the A/B arm this request was assigned to ("rl" or "heuristic"); reports carry it, so the
     service compares arms as assigned (intent to treat), fallbacks included.
     """

@@ -244,6 +244,10 @@ RL_HOLDOUT_FRACTION = env_float("RL_HOLDOUT_FRACTION", 0.05, minimum=0.0, maximu
 # per second can still switch (with 200 in 10 minutes one below 3.3 requests/s never could).
 RL_GATE_MIN_OUTCOMES = env_int("RL_GATE_MIN_OUTCOMES", 100, minimum=1)
 RL_GATE_WINDOW_SECONDS = env_float("RL_GATE_WINDOW_SECONDS", 1800.0, minimum=10.0, maximum=86_400.0)
+# The heuristic that routes when the model does not (the gate's heuristic arm, and the fallback):
+# "scorer" weighs each replica's queue, KV-cache headroom and prefix match (agent_app/rl/scorer.py)
+# and is exactly least-loaded when only loads are known; "least_loaded" ignores everything else.
+RL_HEURISTIC = env_choice("RL_HEURISTIC", "scorer", ("scorer", "least_loaded"))
 # With the gate on, exploration picks among replicas whose Q is within this of the best (reward units).
 RL_EXPLORATION_MARGIN = env_float("RL_EXPLORATION_MARGIN", 0.5, minimum=0.0)
 # The Q-network: "per_replica" scores each replica with shared weights, so one model serves any

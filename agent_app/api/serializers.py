@@ -158,7 +158,10 @@ class SelectReplicaResponse(serializers.Serializer):
     replica_name = serializers.CharField()
     confidence = serializers.FloatField(help_text="Softmax probability of the chosen replica's Q-value.")
     exploration = serializers.BooleanField()
-    policy = serializers.ChoiceField(choices=["dqn", "explore", "least_loaded"])
+    policy = serializers.ChoiceField(
+        choices=["dqn", "explore", "least_loaded", "scorer"],
+        help_text="Who chose: the model, exploration, or the heuristic (least_loaded on loads alone; scorer "
+                  "when queues, KV use or a prefix match were known).")
     fallback_reason = serializers.CharField(allow_null=True)
     model_version = serializers.IntegerField()
     decision_id = serializers.CharField(help_text="Send back to /record_experience instead of state+action.")

@@ -70,7 +70,8 @@ def _rates(delta: dict[str, int], names: list[str]) -> tuple[dict[str, float], f
             per_replica[names[int(idx)]] += count
         per_policy[policy] += count
     share = {name: per_replica[name] / total for name in names}
-    return share, per_policy["least_loaded"] / total, per_policy["explore"] / total
+    heuristic = per_policy["least_loaded"] + per_policy["scorer"]
+    return share, heuristic / total, per_policy["explore"] / total
 
 
 def _samples() -> QuerySet[MetricSample]:

@@ -25,11 +25,13 @@ from agent_app.rl.replica_features import (
     encode_context,
     encode_rows,
 )
+from agent_app.rl.scorer import heuristic_choice
 from agent_app.rl.state import build_state, normalize_one, time_of_day_now
 from agent_app.serving import ServingSnapshot, policy_cache
 
 _rng = random.Random()
 REPORTED_SIGNALS = ("running", "waiting", "kv_cache_usage")
+HEURISTIC_POLICIES = ("least_loaded", "scorer")  # the heuristic decided (the response says why)
 _NOTHING: dict[str, float] = {}
 
 
@@ -82,7 +84,7 @@ def select_replica(
     elif arm == MODEL:
         action, policy = q_values.index(max(q_values)), "dqn"  # the first best, as np.argmax
     else:
-        action, policy = least_loaded(loads), "least_loaded"
+        action, policy = _heuristic(loads, replicas, request, matches)
         reason = reason or (snap.gate_reason if snap.router == HEURISTIC else snap.holdout_reason)
     confidence = softmax_confidence(q_values, action) if q_values is not None else 1.0 / n
     # /stats and /metrics counters, flushed off this path.
@@ -96,7 +98,7 @@ def select_replica(
         "confidence": round(confidence, 6),
         "exploration": explore,
         "policy": policy,
-        "fallback_reason": reason if policy == "least_loaded" else None,
+        "fallback_reason": reason if policy in HEURISTIC_POLICIES else None,
         "model_version": snap.model_version,
         "decision_id": encode_decision(snap.model_version, action, observation,
                                        arm=arm if settings.RL_ROUTING_GATE else "", replica=names[action],
@@ -104,6 +106,19 @@ def select_replica(
         "state": state,
         "prefix_match": _prefix_match(hashes, matches, action) if rows is not None else None,
     }
+
+
+def _heuristic(loads: Sequence[float], replicas: Sequence[dict] | None, request: dict,
+               matches: list[int] | None) -> tuple[int, str]:
+    """The heuristic's choice and its name: the scorer (agent_app/rl/scorer.py) when the gateway
+    reported queues or KV use or the request's prefix was matched, else least-loaded (which the
+    scorer is, on loads alone)."""
+    reported = {key: [r.get(key) for r in replicas] for key in REPORTED_SIGNALS
+                if any(key in r for r in replicas)} if replicas is not None else {}
+    if settings.RL_HEURISTIC == "least_loaded" or (not reported and matches is None):
+        return least_loaded(loads), "least_loaded"
+    prefix = [m / len(request["prefix_hashes"]) for m in matches] if matches is not None else None
+    return heuristic_choice(loads, **reported, prefix_match=prefix, rng=_rng), "scorer"
 
 
 def _prefix_match(hashes: list[str] | None, matches: list[int] | None, action: int) -> dict | None:

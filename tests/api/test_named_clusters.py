@@ -133,3 +133,15 @@ def test_a_state_report_may_name_the_replica_instead_of_the_action(client, store
         refused = client.post("/record_experience", {**body, **bad}, format="json")
         assert refused.status_code == 400 and "replica" in refused.json(), refused.content
     assert store.size() == 1
+
+
+def test_the_heuristic_weighs_reported_queues_and_kv_use(client, settings):
+    AgentConfig.objects.update_or_create(pool="default", defaults={"exploration_enabled": False})
+    # gpu-0 has the lowest load but a long queue of waiting requests and a nearly full KV cache.
+    body = named([2, 6, 9], waiting=[8, 0, 3], running=[0, 6, 6], kv_cache_usage=[0.97, 0.3, 0.5])
+    decision = select(client, body)
+    assert (decision["replica_name"], decision["policy"]) == ("gpu-1", "scorer")
+    assert decision["fallback_reason"]  # the heuristic says why it routes
+    settings.RL_HEURISTIC = "least_loaded"
+    assert select(client, body)["replica_name"] == "gpu-0"
+    assert select(client, named([2, 6, 9]))["policy"] == "least_loaded"  # loads alone: least-loaded
