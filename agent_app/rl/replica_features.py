@@ -4,7 +4,7 @@ presence flag for optional signals), the cluster/request context, and the flat p
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,7 +23,12 @@ REPLICA_DIM = 1 + 2 * len(OPTIONAL_REPLICA)  # load, then (value, flag) per opti
 # The specification's seven cluster features, then the request's (value, flag) pairs.
 CONTEXT_DIM = len(EXTRA_FEATURES) + 4
 _LOAD_SCALE = 100.0
-_INVERSE_SCALES = 1.0 / np.array([_LOAD_SCALE, *(_REPLICA_SCALES[name] for name in OPTIONAL_REPLICA)])
+# encode_rows scales the raw values a row per signal (the load, then OPTIONAL_REPLICA's), a column
+# per replica; the learned signals are one run of those rows.
+_INVERSE_SCALES = 1.0 / np.array([[_LOAD_SCALE], *([_REPLICA_SCALES[name]] for name in OPTIONAL_REPLICA)])
+_FIRST_LEARNED = 1 + OPTIONAL_REPLICA.index(LEARNED_REPLICA[0])
+_LEARNED_SIGNALS = slice(_FIRST_LEARNED, _FIRST_LEARNED + len(LEARNED_REPLICA))
+assert OPTIONAL_REPLICA[_FIRST_LEARNED - 1:_LEARNED_SIGNALS.stop - 1] == LEARNED_REPLICA
 _TOKENS_LOG_SCALE = math.log1p(8192.0)
 _CLIP = 10.0
 
@@ -51,24 +56,71 @@ class ReplicaFeatures:
         return row
 
 
-def encode_rows(loads: Sequence[float], signals: dict[str, Sequence[float | None]]) -> np.ndarray:
+def encode_rows(loads: Sequence[float], signals: dict[str, Sequence[float | None]],
+                names: Sequence[str] = (), learned: Mapping[str, Mapping[str, float]] | None = None
+                ) -> np.ndarray:
     """`ReplicaFeatures.encode` for a whole cluster at once, (n, REPLICA_DIM) float32: the loads, then
     each optional signal's values by replica (None where unknown); a signal not in `signals` is
-    unknown for every replica. Vectorised for the service's hot path."""
-    present = [k for k, name in enumerate(OPTIONAL_REPLICA) if signals.get(name) is not None]
-    nan = math.nan
-    # One array for the loads and every reported signal (None -> NaN), then a few whole-array steps.
-    columns = np.array([loads, *([nan if v is None else v for v in signals[OPTIONAL_REPLICA[k]]]
-                                 for k in present)], dtype=np.float64).T
-    rows = np.zeros((len(loads), REPLICA_DIM), dtype=np.float32)
-    known = np.isfinite(columns)
-    scaled = np.clip(np.where(known, columns, 0.0) * _INVERSE_SCALES[[0, *(1 + k for k in present)]],
-                     -_CLIP, _CLIP)
-    rows[:, 0] = scaled[:, 0]
-    value_slots = [1 + 2 * k for k in present]
-    rows[:, value_slots] = scaled[:, 1:]
-    rows[:, [slot + 1 for slot in value_slots]] = known[:, 1:]
+    unknown for every replica. `learned`, when given, holds the LEARNED_REPLICA statistics by replica
+    name and supplies those signals for `names` (see `learned_columns`). Vectorised for the
+    service's hot path: a few whole-array steps whatever the cluster's size."""
+    raw = np.full((1 + len(OPTIONAL_REPLICA), len(loads)), math.nan)  # a row per signal, NaN: unknown
+    raw[0] = loads
+    for row, name in enumerate(OPTIONAL_REPLICA, start=1):
+        values = signals.get(name)
+        if values is not None:
+            raw[row] = values  # None becomes NaN
+    if learned:
+        if len(names) != len(loads):
+            raise ValueError(f"{len(names)} names for {len(loads)} loads")
+        learned_columns(learned).of(names, out=raw[_LEARNED_SIGNALS])
+    known = np.isfinite(raw)
+    scaled = np.where(known, raw, 0.0)
+    scaled *= _INVERSE_SCALES
+    np.maximum(scaled, -_CLIP, out=scaled)
+    np.minimum(scaled, _CLIP, out=scaled)
+    rows = np.empty((len(loads), REPLICA_DIM), dtype=np.float32)
+    rows[:, 0] = scaled[0]
+    rows[:, 1::2] = scaled[1:].T
+    rows[:, 2::2] = known[1:].T
     return rows
+
+
+class LearnedColumns:
+    """The LEARNED_REPLICA statistics of every replica name in one statistics mapping, as one array
+    (a row per statistic, NaN where nothing was learned), so a decision indexes it once instead of
+    looking up each statistic of each replica."""
+
+    def __init__(self, learned: Mapping[str, Mapping[str, float]]) -> None:
+        self._index = {name: i for i, name in enumerate(learned)}
+        # The last column stands for any name the mapping does not know.
+        self._table = np.full((len(LEARNED_REPLICA), len(learned) + 1), math.nan)
+        for i, stats in enumerate(learned.values()):
+            self._table[:, i] = [stats.get(key) for key in LEARNED_REPLICA]
+
+    def of(self, names: Sequence[str], out: np.ndarray | None = None) -> np.ndarray:
+        """(len(LEARNED_REPLICA), len(names)) raw statistics of `names`, in that order (into `out`)."""
+        unknown = len(self._index)
+        return self._table.take([self._index.get(name, unknown) for name in names], axis=1, out=out)
+
+
+# Recent LearnedColumns by the identity of their mapping. Replaced, never changed in place, so
+# threads may read it without a lock; holding the mappings keeps their ids from being reused.
+_LEARNED_CACHE_SIZE = 16
+_learned_cache: dict[int, tuple[Mapping[str, Mapping[str, float]], LearnedColumns]] = {}
+
+
+def learned_columns(learned: Mapping[str, Mapping[str, float]]) -> LearnedColumns:
+    """`LearnedColumns(learned)`, built once per mapping: a mapping must not be changed in place once
+    used here (the serving snapshot builds a new one at each refresh, so a refresh is picked up)."""
+    global _learned_cache
+    cache = _learned_cache
+    entry = cache.get(id(learned))
+    if entry is None or entry[0] is not learned:
+        entry = (learned, LearnedColumns(learned))
+        recent = list(cache.items())[-(_LEARNED_CACHE_SIZE - 1):]
+        _learned_cache = {**dict(recent), id(learned): entry}
+    return entry[1]
 
 
 def observation_dim(max_replicas: int) -> int:

@@ -39,6 +39,14 @@ class NumpySetQNetwork:
                                                                                      np.float32))
         except KeyError as exc:
             raise ValueError(f"weights are missing array {exc.args[0]!r}") from None
+        # For `score`: the first scoring layer split by what it reads, a replica's own embedding (a
+        # product per replica) and the pooled embeddings with the context (one product per call,
+        # added to every replica's); the output layer as a vector, so its product is the scores.
+        first_w, self._first_b = self._f[0]
+        width = self._g[-1][0].shape[1]
+        self._first_own = np.ascontiguousarray(first_w[:width])
+        self._first_shared = np.ascontiguousarray(first_w[width:])
+        self._out_w, self._out_b = np.ascontiguousarray(self._out[0][:, 0]), self._out[1]
 
     def q_values(self, state: np.ndarray | Sequence[float]) -> np.ndarray:
         x = np.asarray(state, dtype=np.float32)
@@ -49,20 +57,29 @@ class NumpySetQNetwork:
 
     def score(self, rows: np.ndarray, context: np.ndarray | Sequence[float]) -> np.ndarray:
         """Q-values of n replicas given their feature rows (n, replica_dim) and the context, without
-        padding: the first scoring layer is split so the pooled part is computed once, not per replica."""
+        padding: the first scoring layer is split so the pooled part is computed once, not per replica.
+        Every intermediate is a fresh array (updated in place), so threads may score at once; products
+        are ndarray.dot, the same BLAS call as the @ operator without its ufunc dispatch."""
         h = np.asarray(rows, dtype=np.float32)
         for w_t, b in self._g:
-            h = np.maximum(h @ w_t + b, 0.0)
-        w_t, b = self._f[0] if self._f else self._out
-        width = h.shape[1]
-        pooled = np.concatenate([h.mean(axis=0), h.max(axis=0), np.asarray(context, dtype=np.float32)])
-        z = h @ w_t[:width] + (pooled @ w_t[width:] + b)
-        if not self._f:
-            return z[:, 0]
-        z = np.maximum(z, 0.0)
+            h = h.dot(w_t)
+            h += b
+            np.maximum(h, 0.0, out=h)
+        # The mean as ndarray.mean computes it (a float32 sum over rows, then / n), without its wrapper.
+        pooled = np.concatenate([np.add.reduce(h, axis=0) / len(h), np.maximum.reduce(h, axis=0), context],
+                                dtype=np.float32)
+        shared = pooled.dot(self._first_shared)
+        shared += self._first_b
+        z = h.dot(self._first_own)
+        z += shared
+        np.maximum(z, 0.0, out=z)
         for w_t, b in self._f[1:]:
-            z = np.maximum(z @ w_t + b, 0.0)
-        return (z @ self._out[0] + self._out[1])[:, 0]
+            z = z.dot(w_t)
+            z += b
+            np.maximum(z, 0.0, out=z)
+        q = z.dot(self._out_w)
+        q += self._out_b
+        return q
 
     def _forward(self, x: np.ndarray) -> np.ndarray:
         n, d = self.max_replicas, self.replica_dim

@@ -20,7 +20,6 @@ from agent_app.prefix_index import get_prefix_index, prefix_names
 from agent_app.rl.gate import HEURISTIC, MODEL, assign_arm, bounded_explore
 from agent_app.rl.policy import least_loaded, softmax_confidence
 from agent_app.rl.replica_features import (
-    LEARNED_REPLICA,
     compact_observation,
     encode_context,
     encode_rows,
@@ -32,7 +31,6 @@ from agent_app.serving import ServingSnapshot, policy_cache
 _rng = random.Random()
 REPORTED_SIGNALS = ("running", "waiting", "kv_cache_usage")
 HEURISTIC_POLICIES = ("least_loaded", "scorer")  # the heuristic decided (the response says why)
-_NOTHING: dict[str, float] = {}
 
 
 def select_replica(
@@ -149,21 +147,16 @@ def _observation(state: list[float], names: Sequence[str], replicas: Sequence[di
     and the context (the specification's cluster features and the request's token counts)."""
     n = len(names)
     signals: dict[str, list[float | None]] = {}
-    stats = snap.replica_stats
-    if stats:  # what the service learned of each replica (a column nobody has yet is left out)
-        learned = [stats.get(name, _NOTHING) for name in names]
-        for key in LEARNED_REPLICA:
-            column = [s.get(key) for s in learned]
-            if column.count(None) < n:
-                signals[key] = column
     if replicas is not None:
         for key in REPORTED_SIGNALS:
             if any(key in r for r in replicas):
                 signals[key] = [r.get(key) for r in replicas]
     if matches is not None:
         signals["prefix_match"] = [m / len(request["prefix_hashes"]) for m in matches]
-    rows = encode_rows(state[:n], signals)
-    extras = normalize_one(state, n)[n:]
+    # What the service learned of each replica: tabled once per refresh, looked up here by name.
+    rows = encode_rows(state[:n], signals, names, snap.replica_stats)
+    # Only the cluster features (after one load, to keep the layout): their scales do not depend on n.
+    extras = normalize_one(state[n - 1:], 1)[1:]
     context = encode_context(extras, request.get("prompt_tokens"), request.get("max_tokens"))
     return rows, context
 

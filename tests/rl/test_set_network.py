@@ -3,6 +3,9 @@ features of one replica never depend on another, and the masked TD target."""
 
 from __future__ import annotations
 
+import math
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 import torch
@@ -12,6 +15,7 @@ from agent_app.rl.buffers import Batch
 from agent_app.rl.config import DQNConfig, per_replica_config
 from agent_app.rl.replica_features import (
     CONTEXT_DIM,
+    LEARNED_REPLICA,
     REPLICA_DIM,
     ReplicaFeatures,
     ReplicaStats,
@@ -22,12 +26,13 @@ from agent_app.rl.replica_features import (
     encode_observation,
     encode_rows,
     is_compact,
+    learned_columns,
     pad_compact,
     replicas_from_body,
     split_observation,
     with_loads,
 )
-from agent_app.rl.set_inference import ABSENT_Q, NumpySetQNetwork
+from agent_app.rl.set_inference import ABSENT_Q, SET_DIMS_KEY, NumpySetQNetwork
 from agent_app.rl.set_network import SetQNetwork, export_set_numpy
 
 MAX = 8
@@ -214,3 +219,91 @@ def test_rows_of_a_whole_cluster_encode_as_each_replica_alone() -> None:
     signals = {name: [getattr(r, name) for r in replicas] for name in names}
     rows = encode_rows([r.load for r in replicas], signals)
     np.testing.assert_allclose(rows, np.array([r.encode() for r in replicas], dtype=np.float32), rtol=1e-6)
+
+
+def _random_set_weights(rng: np.random.Generator, g_widths: tuple[int, ...],
+                        f_widths: tuple[int, ...]) -> dict[str, np.ndarray]:
+    """Weights of any layout the NumPy twin reads, wider than torch's initialisation so that every
+    ReLU both clips and passes."""
+    weights = {SET_DIMS_KEY: np.array([REPLICA_DIM, CONTEXT_DIM, MAX])}
+
+    def add(name: str, fan_in: int, fan_out: int) -> None:
+        weights[f"{name}.weight"] = (rng.standard_normal((fan_out, fan_in)) * 2 / math.sqrt(fan_in)).astype(
+            np.float32)
+        weights[f"{name}.bias"] = rng.standard_normal(fan_out).astype(np.float32)
+
+    width = REPLICA_DIM
+    for index, out in enumerate(g_widths):
+        add(f"g.{2 * index}", width, out)
+        width = out
+    width = 3 * width + CONTEXT_DIM
+    for index, out in enumerate(f_widths):
+        add(f"f.{2 * index}", width, out)
+        width = out
+    add("out", width, 1)
+    return weights
+
+
+@pytest.mark.parametrize(("g_widths", "f_widths"), [((64, 64), (64, 64)), ((32, 32), (32,)), ((16,), (16,)),
+                                                    ((24, 8), (40, 12, 6))])
+def test_scoring_rows_equals_the_padded_forward_pass(g_widths, f_widths) -> None:
+    # score() splits the first scoring layer and updates arrays in place; q_values() pads, masks and
+    # concatenates as the torch network does: both must give the same Q-values on random inputs.
+    rng = np.random.default_rng(len(g_widths) * 10 + len(f_widths))
+    numpy_net = NumpySetQNetwork(_random_set_weights(rng, g_widths, f_widths))
+    for n in (1, 2, 3, 5, MAX):
+        rows = rng.uniform(-1, 2, (n, REPLICA_DIM)).astype(np.float32)
+        context = rng.uniform(-1, 2, CONTEXT_DIM).tolist()
+        flat = pad_compact([compact_observation(rows, context)], MAX)[0]
+        expected = numpy_net.q_values(flat)[:n]
+        np.testing.assert_allclose(numpy_net.score(rows, context), expected, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(numpy_net.score(rows, np.float32(context)), expected, rtol=1e-5, atol=1e-5)
+        assert numpy_net.score(rows, context).dtype == np.float32
+
+
+def test_scoring_leaves_its_inputs_alone_and_is_safe_from_several_threads() -> None:
+    rng = np.random.default_rng(8)
+    numpy_net = NumpySetQNetwork(_random_set_weights(rng, (32, 32), (32,)))
+    cases = [(rng.uniform(0, 1, (n, REPLICA_DIM)).astype(np.float32), rng.uniform(0, 1, CONTEXT_DIM))
+             for n in rng.integers(1, MAX + 1, 64)]
+    copies = [(rows.copy(), context.copy()) for rows, context in cases]
+    alone = [numpy_net.score(rows, context) for rows, context in cases]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda case: numpy_net.score(*case), cases * 20))
+    for index, scores in enumerate(together):
+        np.testing.assert_array_equal(scores, alone[index % len(cases)])
+    for (rows, context), (rows_before, context_before) in zip(cases, copies, strict=True):
+        np.testing.assert_array_equal(rows, rows_before)
+        np.testing.assert_array_equal(context, context_before)
+
+
+def test_learned_statistics_by_name_encode_as_the_same_signals_given_by_replica() -> None:
+    learned = {"a": {"latency_ms": 900.0, "failure_rate": 0.1, "requests": 4.0},
+               "b": {"tpot_ms": 35.0, "ttft_ms_per_ktok": 120.0, "latency_ms": 2.5e6},
+               "idle": {"requests": 0.0}}
+    names = ["b", "unknown", "a", "idle"]
+    loads = [10.0, 0.0, 55.0, 1e9]
+    reported = {"running": [3.0, None, 1.0, 0.0], "kv_cache_usage": [0.5, 0.2, None, 1.0]}
+    by_replica = {key: [learned.get(name, {}).get(key) for name in names] for key in LEARNED_REPLICA}
+    expected = encode_rows(loads, {**reported, **by_replica})
+    np.testing.assert_array_equal(encode_rows(loads, reported, names, learned), expected)
+    np.testing.assert_array_equal(encode_rows(loads, reported, names, {}), encode_rows(loads, reported))
+    features = [ReplicaFeatures(load=load, running=reported["running"][i],
+                                kv_cache_usage=reported["kv_cache_usage"][i],
+                                **{key: by_replica[key][i] for key in LEARNED_REPLICA})
+                for i, load in enumerate(loads)]
+    one_by_one = np.array([f.encode() for f in features], dtype=np.float32)
+    np.testing.assert_allclose(expected, one_by_one, rtol=1e-6)
+    with pytest.raises(ValueError, match="3 names for 4 loads"):
+        encode_rows(loads, {}, names[:3], learned)
+
+
+def test_learned_statistics_are_tabled_once_per_mapping_and_a_new_mapping_is_read_afresh() -> None:
+    first = {"a": {"latency_ms": 100.0}}
+    assert learned_columns(first) is learned_columns(first)
+    refreshed = {"a": {"latency_ms": 300.0}}  # the serving snapshot's next refresh: a new mapping
+    rows = encode_rows([1.0], {}, ["a"], refreshed)
+    assert learned_columns(refreshed) is not learned_columns(first)
+    np.testing.assert_array_equal(rows, encode_rows([1.0], {"latency_ms": [300.0]}))
+    np.testing.assert_array_equal(encode_rows([1.0], {}, ["a"], first),
+                                  encode_rows([1.0], {"latency_ms": [100.0]}))
