@@ -125,19 +125,22 @@ class PolicyCache:
         if snap is None:
             if pool not in self.known_pools:
                 ensure_pool(pool)  # PoolNotFound, or created under POOLS_AUTO_CREATE
-            self._serve(pool)
-            snap = self.snapshots[pool]
-        if pool != DEFAULT_POOL:
+            snap = self._serve(pool)
+        elif pool != DEFAULT_POOL:
             self._last_used[pool] = time.monotonic()
         return snap
 
-    def _serve(self, pool: str) -> None:
-        self._refresh_pools([pool])
+    def _serve(self, pool: str) -> ServingSnapshot:
+        """Load a pool's snapshot and, past POOLS_SERVED_MAX pools besides the default one, drop
+        the least recently used (another thread may add one meanwhile: a copy is iterated)."""
+        self._refresh_pools([pool], adding=True)
+        snap = self.snapshots[pool]
         self._last_used[pool] = time.monotonic()
-        while len(self.snapshots) > settings.POOLS_SERVED_MAX:
-            oldest = min(self._last_used, key=self._last_used.__getitem__)
+        while len(self._last_used) > settings.POOLS_SERVED_MAX:
+            oldest = min(list(self._last_used.items()), key=lambda item: item[1])[0]
             self.snapshots.pop(oldest, None)
             self._last_used.pop(oldest, None)
+        return snap
 
     @property
     def host_metrics_source(self) -> str:
@@ -205,15 +208,18 @@ class PolicyCache:
         self._digests = frozenset(ApiKey.objects.filter(active=True).values_list("digest", flat=True))
         self._refresh_pools(pools)
 
-    def _refresh_pools(self, pools: list[str]) -> None:
+    def _refresh_pools(self, pools: list[str], *, adding: bool = False) -> None:
         rows = AgentState.objects.filter(pool__in=pools).values("pool", *_STATE_FIELDS)
         rows = {row.pop("pool"): row for row in rows}
         configs = {c.pool: c for c in AgentConfig.objects.filter(pool__in=pools)}
         stats, arms = replica_statistics(pools), arm_totals(pools)
         for pool in pools:
+            snap = self.snapshots.get(pool)
+            if snap is None and not adding:
+                continue  # dropped by a request thread meanwhile: not brought back
             with pool_scope(pool):
                 config = configs.get(pool) or AgentConfig.load()
-                snap = self.snapshots.get(pool) or ServingSnapshot()
+                snap = snap or ServingSnapshot()
                 self.snapshots[pool] = self._load_pool(pool, snap, rows.get(pool), config,
                                                        stats.get(pool, {}), arms.get(pool, {}))
 

@@ -363,9 +363,9 @@ PREFIX_INDEX_PENDING_BLOCKS = env_int("PREFIX_INDEX_PENDING_BLOCKS", 16384, mini
 PREFIX_INDEX_TIMEOUT_SECONDS = env_float("PREFIX_INDEX_TIMEOUT_SECONDS", 0.1, minimum=0.001, maximum=10.0)
 PREFIX_INDEX_RETRY_SECONDS = env_float("PREFIX_INDEX_RETRY_SECONDS", 5.0, minimum=0.0, maximum=3600.0)
 # Replica pools (agent_app/pools.py): an unknown pool in a request is created on first use (true)
-# or answered 404 (false); a web worker serves at most POOLS_SERVED_MAX pools from memory (the
-# least recently used one is dropped and reloaded when asked for again); a training worker keeps
-# at most POOLS_TRAINERS_MAX pools' agents and replay mirrors in memory.
+# or answered 404 (false); a web worker serves at most POOLS_SERVED_MAX pools besides the default
+# one from memory (the least recently used one is dropped and reloaded when asked for again); a
+# training worker keeps at most POOLS_TRAINERS_MAX pools' agents and replay mirrors in memory.
 POOLS_AUTO_CREATE = env_bool("POOLS_AUTO_CREATE", False)
 POOLS_SERVED_MAX = env_int("POOLS_SERVED_MAX", 256, minimum=1, maximum=100_000)
 POOLS_TRAINERS_MAX = env_int("POOLS_TRAINERS_MAX", 8, minimum=1, maximum=10_000)
