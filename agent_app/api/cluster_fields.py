@@ -41,6 +41,12 @@ class ReplicaListField(serializers.Field):
     fast_path_safe = True
 
     def to_internal_value(self, data: object) -> list[dict]:
+        plain = _plain_replicas(data)
+        return plain if plain is not None else self._checked(data)
+
+    @staticmethod
+    def _checked(data: object) -> list[dict]:
+        """Each value checked with the field's own rules, to name the first at fault."""
         if not isinstance(data, list) or not 1 <= len(data) <= MAX_REPLICAS_PER_BODY:
             raise serializers.ValidationError(f"must be a list of 1 to {MAX_REPLICAS_PER_BODY} replicas")
         out, seen = [], set()
@@ -63,6 +69,36 @@ class ReplicaListField(serializers.Field):
 
     def to_representation(self, value: list[dict]) -> list[dict]:
         return value
+
+
+_REPLICA_BOUNDS = (("load", 0.0, _UNBOUNDED_LOAD),
+                   *((key, low, high) for key, (low, high) in REPLICA_SIGNALS.items()))
+
+
+def _plain_replicas(data: object) -> list[dict] | None:
+    """The common body in one tight pass (the hot path's largest cost at 32 replicas was naming
+    every value's place in advance): the same result as `ReplicaListField._checked`, or None at the
+    first thing out of the ordinary, which `_checked` then finds again and names."""
+    if type(data) is not list or not 1 <= len(data) <= MAX_REPLICAS_PER_BODY:
+        return None
+    out, seen = [], set()
+    for entry in data:
+        if type(entry) is not dict or "load" not in entry:
+            return None
+        name = entry.get("name")
+        if type(name) is not str or name in seen or not REPLICA_NAME.match(name):
+            return None
+        seen.add(name)
+        replica = {"name": name}
+        for key, low, high in _REPLICA_BOUNDS:
+            if key in entry:
+                value = entry[key]
+                kind = type(value)  # exact: a JSON true is a bool, never a number
+                if not ((kind is int or kind is float) and low <= value <= high):  # NaN fails too
+                    return None
+                replica[key] = float(value)
+        out.append(replica)
+    return out
 
 
 class RequestFeaturesField(serializers.Field):

@@ -128,3 +128,24 @@ def test_bounds_follow_the_replica_count_under_override_settings():
             io.SelectReplicaRequest.validated(SEED_SELECT)
     with pytest.raises(ValidationError):
         io.SelectReplicaRequest.validated(body)
+
+
+replica_entries = st.fixed_dictionaries(
+    {"name": st.one_of(st.sampled_from(["gpu-0", "gpu-1", "gpu-0"]), strings)},
+    optional={"load": numbers, "running": numbers, "waiting": numbers, "kv_cache_usage": numbers,
+              "other": numbers},
+)
+
+
+@given(st.one_of(st.lists(replica_entries, max_size=4), st.lists(numbers, max_size=2), numbers))
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_the_plain_replica_pass_gives_what_the_checked_one_gives(data):
+    from agent_app.api.cluster_fields import ReplicaListField, _plain_replicas
+
+    plain = _plain_replicas(data)
+    try:
+        checked = ReplicaListField._checked(data)
+    except ValidationError:
+        checked = None
+    if plain is not None:  # it never accepts what the checks refuse, nor gives anything else
+        assert plain == checked
