@@ -7,7 +7,10 @@ What a pool's window holds, over the last AUTOSCALE_WINDOW_SECONDS:
   latency the mean of its successful requests, standing in for the median (the rows keep sums,
   not histograms: for the right-skewed latencies of LLM serving the mean is at or above the
   median, so the estimate errs towards more replicas); the in-flight count follows from Little's
-  law. A replica whose requests all failed has no latency and counts as broken;
+  law. A replica whose requests all failed has no latency and counts as broken. Its batch slots
+  are AUTOSCALE_REPLICA_SLOTS, its batch slowdown AUTOSCALE_BATCH_SLOWDOWN (the estimate's default
+  when unset); without slots the estimate reads it as a processor-sharing queue, which
+  over-provisions a batching engine (autoscaling.py);
 - the arrival rate: the larger of the completions/s and the decisions/s (`ReplicaSelection`
   counts, differenced between this process's evaluations), so a queue building up shows before
   its requests complete. Both assume the gateway reports every routed request's outcome.
@@ -68,14 +71,21 @@ def _config(target: LatencyTarget) -> tuple[Any, ...]:
             settings.AUTOSCALE_COOLDOWN_SECONDS)
 
 
+def _engine() -> dict[str, float]:
+    """The replicas' batch slots and slowdown, as far as the settings give them."""
+    engine = {"concurrency": settings.AUTOSCALE_REPLICA_SLOTS,
+              "batch_slowdown": settings.AUTOSCALE_BATCH_SLOWDOWN}
+    return {name: value for name, value in engine.items() if value is not None}
+
+
 def _replica(count: float, failures: float, latency_sum: float, seconds: float) -> ReplicaWindow:
     successes = count - failures
     if successes <= 0:  # nothing measured: latency 0 and no load, and the failure rate marks it broken
         return ReplicaWindow(completed_per_s=count / seconds, latency_ms={50: 0.0}, in_flight=0.0,
-                             failure_rate=1.0 if count else 0.0)
+                             failure_rate=1.0 if count else 0.0, **_engine())
     mean = latency_sum / successes
     return ReplicaWindow(completed_per_s=count / seconds, latency_ms={50: mean}, mean_latency_ms=mean,
-                         failure_rate=failures / count)
+                         failure_rate=failures / count, **_engine())
 
 
 def _outcomes(first_bucket: int, pool: str | None) -> dict[str, ReplicaTotals]:

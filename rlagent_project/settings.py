@@ -348,6 +348,15 @@ if AUTOSCALE_MAX_REPLICAS < AUTOSCALE_MIN_REPLICAS:
 # recommendation goes down (it goes up at once).
 AUTOSCALE_WINDOW_SECONDS = env_float("AUTOSCALE_WINDOW_SECONDS", 60.0, minimum=10.0, maximum=600.0)
 AUTOSCALE_COOLDOWN_SECONDS = env_float("AUTOSCALE_COOLDOWN_SECONDS", 300.0, minimum=0.0, maximum=86_400.0)
+# The LLM replicas' batch slots (vLLM's max_num_seqs): with them the estimate reads a replica as a
+# batching engine whose requests slow by AUTOSCALE_BATCH_SLOWDOWN of their time alone per other
+# request in the batch (agent_app/autoscaling.py); unset: as a processor-sharing queue, which
+# over-provisions a batching engine.
+AUTOSCALE_REPLICA_SLOTS = (env_int("AUTOSCALE_REPLICA_SLOTS", 256, minimum=1, maximum=100_000)
+                           if env_str("AUTOSCALE_REPLICA_SLOTS", "") else None)
+# Unset: the estimate's default (agent_app.autoscaling.DEFAULT_BATCH_SLOWDOWN, 0.03).
+AUTOSCALE_BATCH_SLOWDOWN = (env_float("AUTOSCALE_BATCH_SLOWDOWN", 0.03, minimum=0.0, maximum=10.0)
+                            if env_str("AUTOSCALE_BATCH_SLOWDOWN", "") else None)
 # Prefix-cache awareness (agent_app/prefix_index.py): which prompt-prefix blocks the service sent
 # to each replica, least recently used forgotten first, in Redis when configured (shared by the web
 # workers), else in each web worker's memory. The bound is per replica, as a replica's KV cache is.

@@ -11,7 +11,8 @@ The closed loop, in simulated time (`Simulation`'s `on_tick`, every `window_s`):
   percentiles of TTFT and end-to-end latency of its successes and its mean in-flight count (its
   running + waiting requests, sampled at each routing decision: Poisson arrivals see time averages);
 - `Autoscaler` makes that a `PoolWindow` (batch slots = `max_batch`, vLLM's max_num_seqs, unless
-  `report_slots` is off), asks `DesiredReplicas.evaluate` for the count and moves the pool to it:
+  `report_slots` is off, with the estimate's `batch_slowdown`; each replica's share of the window
+  it was routable), asks `DesiredReplicas.evaluate` for the count and moves the pool to it:
   a new replica is billed from the decision and becomes routable `startup_s` later (a "join"); a
   removed one stops being offered at once and finishes what it holds (a "leave": a drain), billed
   until its last request ends. A scale-down cancels replicas still starting before it drains any.
@@ -37,7 +38,14 @@ from pathlib import Path
 
 import numpy as np
 
-from agent_app.autoscaling import PERCENTILES, DesiredReplicas, LatencyTarget, PoolWindow, ReplicaWindow
+from agent_app.autoscaling import (
+    DEFAULT_BATCH_SLOWDOWN,
+    PERCENTILES,
+    DesiredReplicas,
+    LatencyTarget,
+    PoolWindow,
+    ReplicaWindow,
+)
 from simulator.cluster import ReplicaSpec
 from simulator.engine import OK, ClusterEvent, Records, Simulation
 from simulator.policies import make_policy
@@ -67,6 +75,7 @@ class DayConfig:
     cooldown_s: float = 300.0
     initial_replicas: int | None = None  # None: what the trough needs at max_utilisation
     report_slots: bool = True  # give the estimate each replica's batch slots
+    batch_slowdown: float = DEFAULT_BATCH_SLOWDOWN  # the estimate's (not the engine's: ReplicaSpec.alpha)
     router: str = "least_loaded"
 
     def __post_init__(self) -> None:
@@ -171,8 +180,10 @@ class Gateway:
         if self._observe is not None:
             self._observe(experience)
 
-    def replica_window(self, name: str, seconds: float, slots: int | None) -> ReplicaWindow:
-        """What this window showed of one replica that was routable for ``seconds`` of it."""
+    def replica_window(self, name: str, seconds: float, window_s: float, slots: int | None,
+                       batch_slowdown: float) -> ReplicaWindow:
+        """What this window (``window_s``) showed of one replica that was routable for ``seconds``
+        of it."""
         s = self.seen.get(name) or _Seen()
         ok = bool(s.e2e)
         return ReplicaWindow(
@@ -182,6 +193,8 @@ class Gateway:
             in_flight=s.load_sum / s.load_samples if s.load_samples else 0.0,
             failure_rate=s.failed / s.done if s.done else 0.0,
             concurrency=slots,
+            batch_slowdown=batch_slowdown,
+            window_share=min(max(seconds / window_s, 0.0), 1.0),
         )
 
 
@@ -240,7 +253,8 @@ class Autoscaler:
         window = PoolWindow(
             arrival_rate=self.gateway.decisions / cfg.window_s,
             replicas=[self.gateway.replica_window(sim.replicas[lease.slot].name,
-                                                  now - max(since, lease.ready_s), slots)
+                                                  now - max(since, lease.ready_s), cfg.window_s, slots,
+                                                  cfg.batch_slowdown)
                       for lease in routable])
         self.gateway.reset()
         decision = self.desired.evaluate(window, at=now)
@@ -423,7 +437,8 @@ def format_table(cfg: DayConfig, results: Sequence[SeedResult]) -> str:
         f"target: {t.metric} p{t.percentile} <= {t.threshold_ms:g} ms in >= {cfg.hold_share:.0%} of "
         f"{cfg.window_s:g} s windows; day {cfg.day_s / 3600:g} h, {cfg.mean_rps:g} req/s mean, "
         f"peak/trough {cfg.peak_to_trough:g}; start-up {cfg.startup_s:g} s; {cfg.router}; batch slots "
-        f"{'reported' if cfg.report_slots else 'not reported'}, max utilisation {t.max_utilisation:g}, "
+        f"{f'reported, batch slowdown {cfg.batch_slowdown:g}' if cfg.report_slots else 'not reported'}, "
+        f"max utilisation {t.max_utilisation:g}, "
         f"cool-down {cfg.cooldown_evaluations} evaluations and {cfg.cooldown_s:g} s",
         f"{'seed':>4} {'requests':>8} | {'auto rh':>7} {'above %':>7} {'up/down':>7} "
         f"{'started/drained/cancelled':>25} {'mean n':>6} {'max n':>5} {'failed %':>8} | "
@@ -476,7 +491,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-replicas", type=int, default=d.max_replicas)
     p.add_argument("--cooldown-s", type=float, default=d.cooldown_s)
     p.add_argument("--no-slots", action="store_true",
-                   help="do not tell the estimate the batch slots (as agent_app/capacity.py today)")
+                   help="do not tell the estimate the batch slots (as agent_app/capacity.py without "
+                        "AUTOSCALE_REPLICA_SLOTS)")
+    p.add_argument("--batch-slowdown", type=float, default=d.batch_slowdown,
+                   help="the estimate's growth of a request's time per other request in the batch "
+                        "(ReplicaWindow.batch_slowdown)")
     p.add_argument("--router", default=d.router)
     p.add_argument("--json", type=Path, default=None, help="write per-seed results and each evaluation")
     return p
@@ -488,7 +507,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     day_s=args.day_hours * 3600, window_s=args.window_s, startup_s=args.startup_s,
                     target=replace(args.target, max_utilisation=args.max_utilisation),
                     min_replicas=args.min_replicas, max_replicas=args.max_replicas,
-                    cooldown_s=args.cooldown_s, report_slots=not args.no_slots, router=args.router)
+                    cooldown_s=args.cooldown_s, report_slots=not args.no_slots,
+                    batch_slowdown=args.batch_slowdown, router=args.router)
     results, payload = [], []
     started = time.perf_counter()
     for seed in range(args.seed_base, args.seed_base + args.seeds):

@@ -9,9 +9,18 @@ import sys
 from dataclasses import asdict, replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from agent_app.autoscaling import DesiredReplicas, LatencyTarget, PoolWindow, ReplicaWindow, estimate
+from agent_app.autoscaling import (
+    DEFAULT_BATCH_SLOWDOWN,
+    DesiredReplicas,
+    LatencyTarget,
+    PoolWindow,
+    ReplicaWindow,
+    estimate,
+    utilisation,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET = LatencyTarget(percentile=99, threshold_ms=1000.0)  # aims at rho* = 1 - 200/1000 = 0.8 below
@@ -27,6 +36,29 @@ def pool(arrivals: float, replicas: int = 4, *, capacity: float = 8.0, zero_load
                             latency_ms={50: zero_load_ms / 2 / (1 - rho), 99: zero_load_ms / (1 - rho)})
     failing = ReplicaWindow(completed_per_s=done, in_flight=0.5, latency_ms={99: 20.0}, failure_rate=1.0)
     return PoolWindow(arrival_rate=arrivals, replicas=[healthy] * replicas + [failing] * broken)
+
+
+SLOTS, ALONE_S = 32, 4.0  # a batching engine: 32 slots, 4 s per request alone
+
+
+def stretch(batch: float, slowdown: float = DEFAULT_BATCH_SLOWDOWN) -> float:
+    return 1.0 + slowdown * max(batch - 1.0, 0.0)
+
+
+FULL_BATCH_RPS = SLOTS / (ALONE_S * stretch(SLOTS))  # 32 / (4 s * 1.93) = 4.15 req/s
+
+
+def engine(completed: float, *, slowdown: float = DEFAULT_BATCH_SLOWDOWN, p99_ms: float = 500.0,
+           share: float = 1.0) -> ReplicaWindow:
+    """A batching engine as the estimate models it, completing `completed` req/s (below
+    FULL_BATCH_RPS): it runs the b requests with b / (ALONE_S * g(b)) = completed."""
+    batch = completed * ALONE_S * (1 - slowdown) / (1 - completed * ALONE_S * slowdown)
+    return ReplicaWindow(completed_per_s=completed, in_flight=batch, latency_ms={99: 9000.0},
+                         ttft_ms={99: p99_ms}, concurrency=SLOTS, batch_slowdown=slowdown,
+                         window_share=share)
+
+
+TTFT = LatencyTarget(percentile=99, threshold_ms=2000.0, metric="ttft")
 
 
 def run(history: list[PoolWindow], **options: object) -> list[int]:
@@ -130,14 +162,85 @@ def test_a_pool_that_completed_nothing_holds_unless_nothing_arrives():
 
 
 def test_batch_slots_and_littles_law_give_the_same_capacity():
-    # 16 of 32 slots busy while completing 10 req/s: half used, 20 req/s at full use.
-    by_load = ReplicaWindow(completed_per_s=10.0, in_flight=16.0, latency_ms={95: 2400.0}, concurrency=32)
+    # 16 of 32 slots busy while completing 10 req/s: with no slowdown, half used, 20 req/s at full use.
+    by_load = ReplicaWindow(completed_per_s=10.0, in_flight=16.0, latency_ms={95: 2400.0}, concurrency=32,
+                            batch_slowdown=0.0)
     by_latency = replace(by_load, in_flight=None, mean_latency_ms=1600.0)
     target = LatencyTarget(percentile=95, threshold_ms=4000.0)
     for replica in (by_load, by_latency):
         found = estimate(PoolWindow(arrival_rate=20.0, replicas=[replica] * 2), target)
         assert found.replica_capacity_rps == pytest.approx(20.0)
         assert found.utilisation == pytest.approx(0.5)
+
+
+def test_the_batch_slowdown_lowers_capacity():
+    # The same replica, its requests 3 % slower per other one in the batch: at a full batch each
+    # takes 1.93x as long as alone, at 16 only 1.45x, so 16 busy slots are 75 % of its capacity.
+    replica = ReplicaWindow(completed_per_s=10.0, in_flight=16.0, latency_ms={95: 2400.0}, concurrency=32)
+    target = LatencyTarget(percentile=95, threshold_ms=4000.0)
+    capacities = [estimate(PoolWindow(20.0, [replace(replica, batch_slowdown=s)] * 2), target)
+                  .replica_capacity_rps for s in (0.0, 0.01, DEFAULT_BATCH_SLOWDOWN, 0.1)]
+    assert capacities[0] == pytest.approx(20.0)
+    assert capacities == sorted(capacities, reverse=True)
+    assert capacities[2] == pytest.approx(20.0 * stretch(16) / stretch(32))  # 15.0 req/s
+    # Sized on it: 40 req/s need 40 / (15 * 0.85) = 3.1 -> 4 replicas, not 40 / (20 * 0.85) = 2.4 -> 3.
+    found = estimate(PoolWindow(40.0, [replica] * 2), target)
+    assert found.needed_replicas == 4 and found.utilisation == pytest.approx(40 / 30.05, rel=1e-3)
+
+
+@pytest.mark.parametrize("completed", [0.5, 1.5, 2.5, 3.5, 4.0])
+def test_a_batching_engine_reads_its_full_batch_capacity_at_any_load(completed):
+    found = estimate(PoolWindow(arrival_rate=3 * completed, replicas=[engine(completed)] * 3), TTFT)
+    assert found.replica_capacity_rps == pytest.approx(FULL_BATCH_RPS)
+    assert found.utilisation == pytest.approx(completed / FULL_BATCH_RPS)
+
+
+def test_a_full_batch_is_full_whatever_the_slowdown():
+    for slowdown in (0.0, DEFAULT_BATCH_SLOWDOWN, 0.2):
+        rho = utilisation(np.array([32.0, 40.0]), np.array([32.0, 32.0]), np.full(2, slowdown))
+        assert rho.tolist() == [0.99, 0.99]  # waiting requests: it completes at its capacity
+    no_slots = utilisation(np.array([1.0, 3.0]), np.full(2, np.nan), np.zeros(2))
+    assert no_slots.tolist() == [0.5, 0.75]  # processor sharing: L / (1 + L)
+
+
+def test_batching_engines_scale_with_their_traffic():
+    # Steady, rising past what four hold at 85 % (4 * 4.15 * 0.85 = 14.1 req/s), then falling.
+    def window(arrivals: float, replicas: int) -> PoolWindow:
+        return PoolWindow(arrivals, [engine(min(arrivals / replicas, 0.98 * FULL_BATCH_RPS))] * replicas)
+
+    desired = DesiredReplicas(TTFT, cooldown_evaluations=2)
+    steady = [desired.evaluate(window(12.0, 4)).recommendation for _ in range(3)]
+    assert steady == [4, 4, 4]
+    assert desired.evaluate(window(16.0, 4)).recommendation == 5  # 16 / 3.53 = 4.5
+    falling = [desired.evaluate(window(6.0, 5)).recommendation for _ in range(3)]
+    assert falling == [5, 2, 2]  # 6 / 3.53 = 1.7, after the cool-down
+
+
+def test_a_fresh_replica_in_the_window_does_not_trigger_a_min_utilisation_sizing():
+    # Three replicas behind a backlog (over their slots, TTFT p99 3 s) and three that joined 6 s
+    # before the window's end (a tenth of it), still filling and quick. The pool's utilisation
+    # (capacity-weighted, 0.45) with its mean p99 (2.6 s) reads "over the threshold at low
+    # utilisation": sized for 30 %, 10 replicas. Each replica's latency with its own utilisation
+    # says the old ones are full: the estimate aims at 85 % and holds the six.
+    old = ReplicaWindow(completed_per_s=4.1, in_flight=45.0, latency_ms={99: 9000.0}, ttft_ms={99: 3000.0},
+                        concurrency=SLOTS)
+    fresh = engine(1.0, p99_ms=1200.0, share=0.1)
+    window = PoolWindow(arrival_rate=17.0, replicas=[old] * 3 + [fresh] * 3)
+    found = estimate(window, TTFT)
+    assert not found.latency_bound and found.target_utilisation == TTFT.max_utilisation
+    assert found.observed_latency_ms > TTFT.threshold_ms
+    assert found.effective_replicas == pytest.approx(6.0)  # the fresh ones are not half broken
+    assert found.replica_capacity_rps == pytest.approx((3 * 4.1 / 0.99 + 0.3 * FULL_BATCH_RPS) / 3.3)
+    assert found.raw_estimate == 6.0  # 17 / (4.14 * 0.85) = 4.8, but not below six while over
+    assert DesiredReplicas(TTFT, max_replicas=16).evaluate(window).recommendation == 6
+
+
+def test_a_fresh_replica_counts_its_own_capacity_for_the_share_of_the_window_it_was_seen():
+    slow = replace(engine(1.0), completed_per_s=0.5)  # reads half as fast as the others
+    for share, mean in ((1.0, (3 + 0.5) / 4), (0.25, (3 + 0.25 * 0.5) / 3.25)):
+        found = estimate(PoolWindow(8.0, [engine(1.0)] * 3 + [replace(slow, window_share=share)]), TTFT)
+        assert found.replica_capacity_rps == pytest.approx(mean * FULL_BATCH_RPS)
+        assert found.effective_replicas == pytest.approx(4.0)
 
 
 def test_a_time_to_first_token_target_reads_ttft():
@@ -158,6 +261,8 @@ GOOD = ReplicaWindow(completed_per_s=5.0, in_flight=1.0, latency_ms={99: 300.0})
     (PoolWindow(1.0, [replace(GOOD, in_flight=None)]), TARGET, "replicas[0].in_flight"),
     (PoolWindow(1.0, [replace(GOOD, failure_rate=1.5)]), TARGET, "replicas[0].failure_rate"),
     (PoolWindow(1.0, [replace(GOOD, concurrency=0)]), TARGET, "replicas[0].concurrency"),
+    (PoolWindow(1.0, [replace(GOOD, batch_slowdown=-0.1)]), TARGET, "replicas[0].batch_slowdown"),
+    (PoolWindow(1.0, [replace(GOOD, window_share=1.5)]), TARGET, "replicas[0].window_share"),
     (PoolWindow(1.0, [replace(GOOD, latency_ms={50: 9.0})]), TARGET, "replicas[0].latency_ms[99]"),
     (PoolWindow(1.0, [GOOD]), replace(TARGET, metric="ttft"), "replicas[0].ttft_ms[99]"),
     (PoolWindow(1.0, [GOOD]), replace(TARGET, percentile=75), "target.percentile"),

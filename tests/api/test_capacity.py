@@ -28,6 +28,8 @@ def autoscale(settings, db):
     settings.AUTOSCALE_MAX_REPLICAS = 16
     settings.AUTOSCALE_COOLDOWN_SECONDS = 0.0
     settings.AUTOSCALE_POOL_TARGETS = {}
+    settings.AUTOSCALE_REPLICA_SLOTS = None
+    settings.AUTOSCALE_BATCH_SLOWDOWN = None
     capacity.reset()
     yield settings
     capacity.reset()
@@ -86,6 +88,19 @@ def test_a_failing_replica_counts_as_no_capacity():
     decision = capacity.decision(now=T0)
     assert decision.estimate.healthy_replicas == 2
     assert decision.recommendation > 3
+
+
+@pytest.mark.parametrize(("slots", "slowdown", "capacity_rps"), [
+    (None, None, 15.0),  # 2 in flight read as a processor-sharing queue: 2/3 busy
+    (32, None, 10.0 / (2 / 32 * 1.93 / 1.03)),  # 2 of 32 slots, the default slowdown 0.03
+    (32, 0.0, 160.0),  # 2 of 32 slots: 1/16 busy
+])
+def test_batch_slots_and_slowdown_come_from_the_settings(settings, slots, slowdown, capacity_rps):
+    settings.AUTOSCALE_REPLICA_SLOTS = slots
+    settings.AUTOSCALE_BATCH_SLOWDOWN = slowdown
+    for name in NAMES:
+        outcomes(T0, name, per_s=10, latency_ms=200)  # Little's law: 2 in flight
+    assert capacity.decision(now=T0).estimate.replica_capacity_rps == pytest.approx(capacity_rps)
 
 
 def test_falling_traffic_goes_down_only_after_the_cool_down():

@@ -12,6 +12,7 @@ from agent_app.autoscaling import LatencyTarget
 from simulator.autoscale import (
     AutoscaledRun,
     DayConfig,
+    Gateway,
     day_workload,
     main,
     run_autoscaled,
@@ -172,5 +173,12 @@ def test_the_command_prints_the_table(capsys: pytest.CaptureFixture[str]) -> Non
     assert main(["--seeds", "1", "--day-hours", "0.25", "--mean-rps", "4", "--window-s", "30",
                  "--max-replicas", "4"]) == 0
     out = capsys.readouterr().out
-    assert "ttft p99 <= 2000 ms" in out and "target met on" in out
+    assert "ttft p99 <= 2000 ms" in out and "target met on" in out and "batch slowdown 0.03" in out
     assert len(out.strip().splitlines()) == 4  # settings, header, one seed, the mean
+
+
+def test_the_estimate_is_told_the_slots_the_slowdown_and_how_long_a_replica_was_seen() -> None:
+    gateway = Gateway(make_policy("least_loaded"))
+    joined = gateway.replica_window("r3", 15.0, 60.0, 32, 0.05)  # routable for the last 15 s
+    assert (joined.window_share, joined.concurrency, joined.batch_slowdown) == (0.25, 32, 0.05)
+    assert gateway.replica_window("r0", 60.0, 60.0, None, 0.03).window_share == 1.0
