@@ -7,7 +7,8 @@ training worker), trains a model through POST /train so /select_replica answers 
 - /select_replica and /bench/constant (a DRF view that parses the same body and answers a
   constant, served by the same gunicorn), alternated --runs times: the median and the spread
   (min-max) of the throughput ratio and of the p99 ratio; once with the original body (3
-  positional loads) and once with 32 named replicas and their vLLM signals;
+  positional loads), once with 32 named replicas and their vLLM signals, and once with 16 named
+  replicas and a request carrying 64 prefix-block hashes (a prefix-index lookup per request);
 - /record_experience with 1000 experiences per body, --runs times: experiences per second;
 - /record_experience with one experience per body, once;
 - then every endpoint on both workers, and the largest web worker's RSS.
@@ -33,10 +34,11 @@ from pathlib import Path
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.stack import EXPERIENCE, SELECT, SELECT_NAMED, Stack, wrk  # noqa: E402
+from benchmarks.stack import EXPERIENCE, SELECT, SELECT_HASHED, SELECT_NAMED, Stack, wrk  # noqa: E402
 
 BATCH = 1000
-TARGETS = {"throughput": 0.9, "named_throughput": 0.85, "p99": 1.3, "ingest": 20_000, "rss_mib": 150}
+TARGETS = {"throughput": 0.9, "named_throughput": 0.85, "hashed_throughput": 0.75, "p99": 1.3,
+           "ingest": 20_000, "rss_mib": 150}
 
 
 def spread(values: list[float]) -> str:
@@ -136,6 +138,7 @@ def main() -> None:
         policies = {stack.post("/select_replica", SELECT_NAMED).json()["policy"] for _ in range(8)}
         assert policies == {"dqn"}, f"32 named replicas should be routed by the DQN, got {policies}"
         named = compare(run, SELECT_NAMED, args.runs, "32 named replicas")
+        hashed = compare(run, SELECT_HASHED, args.runs, "16 named replicas, 64 prefix hashes")
         after = dqn_selections(stack)
         others = sum(after.get(p, 0) - before.get(p, 0) for p in ("explore", "least_loaded"))
         assert others == 0, f"{others} selections during the runs were not made by the DQN"
@@ -149,6 +152,8 @@ def main() -> None:
             ("/select_replica (policy dqn)", [s for _, s in pairs]),
             ("constant, 32 named replicas' body", [c for c, _ in named]),
             ("/select_replica, 32 named replicas", [s for _, s in named]),
+            ("constant, 16 replicas + 64 hashes' body", [c for c, _ in hashed]),
+            ("/select_replica, 16 replicas + 64 hashes", [s for _, s in hashed]),
             ("/record_experience (one per request)", [single]),
             (f"/record_experience ({BATCH} per batch)", batches)]
     print(f"\n{'endpoint (median of runs)':40} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
@@ -165,6 +170,9 @@ def main() -> None:
     named_p99 = spread([s["p99_ms"] / c["p99_ms"] for c, s in named])
     print(f"the same, 32 named replicas, throughput:  {spread([s['rps'] / c['rps'] for c, s in named])} "
           f"(target >= {TARGETS['named_throughput']}x); p99 {named_p99}")
+    hashed_p99 = spread([s["p99_ms"] / c["p99_ms"] for c, s in hashed])
+    print(f"the same, 16 replicas + 64 prefix hashes: {spread([s['rps'] / c['rps'] for c, s in hashed])} "
+          f"(target >= {TARGETS['hashed_throughput']}x); p99 {hashed_p99}")
     print(f"record_experience, {BATCH} per batch:      {statistics.median(ingest):,.0f} experiences/s "
           f"(min-max {min(ingest):,.0f}-{max(ingest):,.0f}; target >= {TARGETS['ingest']:,})")
     print(f"RSS of one web worker after every endpoint: {max(rss.values()):.0f} MiB "

@@ -26,6 +26,11 @@ SELECT_NAMED = {"replicas": [{"name": f"gpu-{i}", "load": (7 * i) % 40, "running
                               "waiting": i % 3, "kv_cache_usage": (i % 10) / 10} for i in range(32)],
                 "request": {"prompt_tokens": 812, "max_tokens": 256},
                 **{key: value for key, value in SELECT.items() if key != "replica_loads"}}
+# 16 named replicas and a request with 64 prefix-block hashes (what rlagent_client.prefix sends for a
+# 16 k-character prompt): the prefix index is asked for every replica's match on each request.
+SELECT_HASHED = {**SELECT_NAMED, "replicas": SELECT_NAMED["replicas"][:16],
+                 "request": {"prompt_tokens": 4000, "max_tokens": 256,
+                             "prefix_hashes": [f"{i:016x}" for i in range(64)]}}
 EXPERIENCE = {"state": [5, 3, 7, 12, 0.28, 8.2, 0.98, 0.5, 0.4, 0.5], "action": 1, "latency_ms": 265.3,
               "success": True, "replica_loads": [5, 4, 7]}
 TRAINING_WORKER = ["celery", "-A", "rlagent_project", "worker", "--queues", "training", "--concurrency", "1"]
