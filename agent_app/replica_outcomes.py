@@ -27,6 +27,7 @@ from agent_app.rl.gate import ArmTotals
 from agent_app.rl.replica_features import token_costs
 
 BUCKET_SECONDS = 5
+clock = time.time  # the buckets' wall clock (a test may stop it so no report straddles two buckets)
 _SUMS = ("count", "failures", "latency_sum", "reward_sum", "reward_sq_sum", "tpot_sum", "tpot_count",
          "ttft_sum", "ttft_count")
 _PRUNE_EVERY_SECONDS = 60.0
@@ -57,7 +58,7 @@ class OutcomeTally:
         self._pruned_at = float("-inf")
 
     def add(self, outcomes: list[Outcome], now: float | None = None) -> None:
-        bucket = int((time.time() if now is None else now) // BUCKET_SECONDS)
+        bucket = int((clock() if now is None else now) // BUCKET_SECONDS)
         with self._lock:
             for o in outcomes:
                 sums = self._pending[(o.pool, bucket, o.replica, o.arm)]
@@ -109,13 +110,13 @@ def _zeros() -> list[float]:
 
 
 def _bucket_before(seconds: float) -> int:
-    return int((time.time() - seconds) // BUCKET_SECONDS)
+    return int((clock() - seconds) // BUCKET_SECONDS)
 
 
 def replica_statistics(pools: Collection[str], now: float | None = None) -> dict[str, dict[str, dict]]:
     """Per pool, per replica name: the learned features (latency_ms, failure_rate, tpot_ms, ttft_ms_per_ktok,
     each only once something was measured) and `requests`, the half-life-weighted outcome count."""
-    now = time.time() if now is None else now
+    now = clock() if now is None else now
     half_life = settings.REPLICA_STATS_HALF_LIFE_SECONDS
     current = now // BUCKET_SECONDS
     rows = ReplicaOutcome.objects.filter(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from agent_app import replica_outcomes
 from agent_app.decisions import decode_decision
 from agent_app.models import AgentConfig
 from tests.conftest import SEED_SELECT
@@ -44,7 +45,8 @@ def test_a_named_cluster_of_any_size_is_answered_by_index_and_name(client):
     assert (decision.action, decision.replica, decision.prompt_tokens) == (1, "gpu-1", 812)
 
 
-def test_reports_against_named_decisions_teach_the_service_each_replica(client, settings):
+def test_reports_against_named_decisions_teach_the_service_each_replica(client, settings, monkeypatch):
+    monkeypatch.setattr(replica_outcomes, "clock", lambda: 1_800_000_000.0)  # one bucket, equal weights
     settings.RL_NETWORK = "per_replica"
     AgentConfig.objects.update_or_create(pool="default", defaults={"exploration_enabled": False})
     for _ in range(6):
