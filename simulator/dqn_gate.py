@@ -1,9 +1,10 @@
 """The cold-start gate as the in-process DQN runs it: who routes each request (the heuristic or
 the model), the reward windows each arm is judged on, and when control changed hands.
 
-The verdict itself is the service's (``agent_app.rl.gate.decide``); this module only keeps the
-evidence the way a long-running router must: a sliding window of recent outcomes per arm, so an
-old verdict can be overturned when the model, or the cluster, changes. The heuristic arm routes
+The verdict itself is the service's (``agent_app.rl.gate.decide``, or ``decide_blocks`` with
+``assignment: "block"``); this module only keeps the evidence the way a long-running router must:
+a sliding window of recent outcomes (or block means) per arm, so an old verdict can be overturned
+when the model, or the cluster, changes. Blocks are cut from simulated time. The heuristic arm routes
 with the service's scorer (``agent_app.rl.scorer``: queue, KV-cache use and prefix match) from
 what the service would know of each replica, or with plain least-loaded for comparison.
 """
@@ -21,28 +22,43 @@ from agent_app.rl.gate import (
     MODEL,
     ArmTotals,
     GateConfig,
+    Verdict,
     assign_arm,
+    assign_block,
+    block_index,
     bounded_explore,
     decide,
+    decide_blocks,
 )
 from agent_app.rl.scorer import best_replicas
 
-GATE_DEFAULTS = {"window": 2000, "decide_every": 100, "heuristic": "scorer"}
+GATE_DEFAULTS = {"window": 2000, "decide_every": 100, "heuristic": "scorer", "block_window": 100}
 HEURISTICS = ("scorer", "least_loaded")
 
 
 class RoutingGate:
-    """Assigns arms, collects each arm's rewards and re-decides every ``decide_every`` outcomes.
+    """Assigns arms, collects each arm's rewards and re-decides every ``decide_every`` outcomes,
+    or, with ``config.assignment == "block"``, at every block boundary.
 
     ``window``: the last outcomes per arm a verdict weighs. ``switches`` lists every change of
     the routing arm with the outcome count at which it happened and the evidence. ``heuristic``:
     what the heuristic arm routes with, ``"scorer"`` (the service's) or ``"least_loaded"``.
+
+    Block assignment: a block of ``config.block_seconds`` simulated seconds is routed by one arm
+    (``assign_block``, fixed when its first request arrives); an outcome counts for the block its
+    request was routed in. A block enters the verdict once a whole block length has passed since
+    it ended (most of its requests have finished by then; later ones still update its mean), and
+    ``block_window`` is the last blocks per arm a verdict weighs. Block numbers run on across
+    simulations (``start_run``), so training and evaluation never share a block.
     """
 
     def __init__(self, config: GateConfig | None = None, window: int = 2000,
-                 decide_every: int = 100, seed: int = 0, heuristic: str = "scorer") -> None:
+                 decide_every: int = 100, seed: int = 0, heuristic: str = "scorer",
+                 block_window: int = 100) -> None:
         if window < 1 or decide_every < 1:
             raise ValueError(f"window and decide_every must be >= 1, got {window}, {decide_every}")
+        if block_window < 2:
+            raise ValueError(f"block_window must be >= 2, got {block_window}")
         if heuristic not in HEURISTICS:
             raise ValueError(f"heuristic must be one of {HEURISTICS}, got {heuristic!r}")
         self.config = config or GateConfig()
@@ -55,22 +71,79 @@ class RoutingGate:
         self.outcomes = 0
         self.switches: list[dict] = []
         self.last_verdict: dict | None = None
+        # Block assignment: the block now routed and its arm, the first block of this simulation,
+        # each tracked block's [arm, outcomes, reward sum], the blocks not yet settled and the
+        # settled ones per arm.
+        self.block_window = block_window
+        self.block: int | None = None
+        self.block_arm = HEURISTIC
+        self._block_offset = 0
+        self._tallies: dict[int, list] = {}
+        self._open: deque[int] = deque()
+        self._settled: dict[str, deque[int]] = {MODEL: deque(), HEURISTIC: deque()}
+        self.blocks = {MODEL: 0, HEURISTIC: 0}
 
     @classmethod
     def from_options(cls, options: dict | None, seed: int) -> RoutingGate:
-        """Build from a JSON-style dict: GateConfig fields plus ``window``, ``decide_every`` and
-        ``heuristic``."""
+        """Build from a JSON-style dict: GateConfig fields plus ``window``, ``decide_every``,
+        ``heuristic`` and ``block_window``."""
         options = {**GATE_DEFAULTS, **(options or {})}
         options.pop("enabled", None)
         window, every = int(options.pop("window")), int(options.pop("decide_every"))
-        heuristic = str(options.pop("heuristic"))
-        return cls(GateConfig(**options), window, every, seed, heuristic)
+        heuristic, block_window = str(options.pop("heuristic")), int(options.pop("block_window"))
+        return cls(GateConfig(**options), window, every, seed, heuristic, block_window)
 
-    def arm(self) -> str:
-        """The arm that routes the next request."""
-        arm = assign_arm(self.leader, self.config, self.rng)
+    @property
+    def by_block(self) -> bool:
+        return self.config.assignment == "block"
+
+    def start_run(self) -> None:
+        """A new simulation, its clock back at 0: the previous one has drained, so its blocks are
+        complete; this one's are numbered after them."""
+        if self.block is None:
+            return
+        self._settle(self.block + 1)
+        self._block_offset = self.block + 1
+        self.block = None
+
+    def arm(self, now: float = 0.0, phase: str = "") -> str:
+        """The arm that routes the next request, which arrives at simulated time ``now``."""
+        if self.by_block:
+            block = self._block_offset + block_index(now, self.config.block_seconds)
+            if block != self.block:
+                self._enter_block(block, phase)
+            arm = self.block_arm
+        else:
+            arm = assign_arm(self.leader, self.config, self.rng)
         self.routed[arm] += 1
         return arm
+
+    def _enter_block(self, block: int, phase: str) -> None:
+        """Settle the blocks that ended a block length ago, decide on every settled block, then
+        fix the new block's arm under the (possibly new) leader."""
+        self._settle(block - 1)
+        self._switch_if(decide_blocks(self._means(MODEL), self._means(HEURISTIC), self.leader,
+                                      self.config), phase, block)
+        self.block = block
+        self.block_arm = assign_block(self.leader, self.config, block)
+        self.blocks[self.block_arm] += 1
+        self._tallies[block] = [self.block_arm, 0, 0.0]
+        self._open.append(block)
+
+    def _settle(self, before: int) -> None:
+        """Move the open blocks numbered below ``before`` into their arm's window. A block's tally
+        is kept while it is in a window, so late outcomes still count."""
+        while self._open and self._open[0] < before:
+            block = self._open.popleft()
+            settled = self._settled[self._tallies[block][0]]
+            settled.append(block)
+            if len(settled) > self.block_window:
+                del self._tallies[settled.popleft()]
+
+    def _means(self, arm: str) -> list[float]:
+        """Mean reward of each settled block of ``arm`` that has outcomes."""
+        tallies = (self._tallies[b] for b in self._settled[arm])
+        return [total / count for _, count, total in tallies if count]
 
     def heuristic_choice(self, request_fields: dict, prefix_match: list[float] | None,
                          rng: np.random.Generator) -> int:
@@ -102,18 +175,29 @@ class RoutingGate:
             return bounded_explore(list(q_values), self.config.exploration_margin, self.rng)
         return int(np.argmax(q_values))
 
-    def record(self, arm: str, reward: float, phase: str = "") -> None:
-        """Add one outcome to ``arm``'s window; every ``decide_every`` outcomes, decide again."""
-        self.rewards[arm].append(reward)
+    def record(self, arm: str, reward: float, phase: str = "", block: int | None = None) -> None:
+        """Add one outcome to ``arm``'s window, or with block assignment to the tally of the
+        ``block`` its request was routed in; every ``decide_every`` outcomes of randomised
+        requests, decide again."""
         self.outcomes += 1
+        if self.by_block:
+            tally = self._tallies.get(block)
+            if tally is not None:  # None: the block has left its arm's window
+                tally[1] += 1
+                tally[2] += reward
+            return
+        self.rewards[arm].append(reward)
         if self.outcomes % self.decide_every:
             return
-        verdict = decide(_totals(self.rewards[MODEL]), _totals(self.rewards[HEURISTIC]),
-                         self.leader, self.config)
+        self._switch_if(decide(_totals(self.rewards[MODEL]), _totals(self.rewards[HEURISTIC]),
+                               self.leader, self.config), phase)
+
+    def _switch_if(self, verdict: Verdict, phase: str, block: int | None = None) -> None:
         self.last_verdict = verdict.to_dict()
         if verdict.leader != self.leader:
             self.leader = verdict.leader
-            self.switches.append({"outcomes": self.outcomes, "phase": phase, **verdict.to_dict()})
+            where = {"outcomes": self.outcomes} | ({"block": block} if block is not None else {})
+            self.switches.append({**where, "phase": phase, **verdict.to_dict()})
 
     def model_share(self) -> float:
         total = self.routed[MODEL] + self.routed[HEURISTIC]
@@ -122,10 +206,12 @@ class RoutingGate:
     def describe(self) -> dict:
         return {"config": vars(self.config).copy() | {"window": self.window,
                                                        "decide_every": self.decide_every,
-                                                       "heuristic": self.heuristic},
+                                                       "heuristic": self.heuristic,
+                                                       "block_window": self.block_window},
                 "routes": self.leader, "switches": list(self.switches),
                 "model_share": round(self.model_share(), 4), "routed": dict(self.routed),
-                "last_verdict": self.last_verdict}
+                "last_verdict": self.last_verdict,
+                **({"blocks": dict(self.blocks)} if self.by_block else {})}
 
 
 def _column(replicas: list[dict], key: str) -> list[float | None] | None:

@@ -46,7 +46,9 @@ class DQNPolicy:
     heuristic routes until the model's rewards are significantly better on the requests it was
     given, as the service's cold-start gate does; every decision, either arm's, trains it. The
     heuristic is the service's scorer (queue, KV-cache use, prefix match: ``agent_app.rl.scorer``)
-    or, with ``{"heuristic": "least_loaded"}``, the former least-loaded fallback.
+    or, with ``{"heuristic": "least_loaded"}``, the former least-loaded fallback. With
+    ``{"assignment": "block", "block_seconds": 30}`` one arm routes each 30 simulated seconds
+    (switchback blocks, judged on block means) instead of randomised requests.
 
     ``prefix_match`` (the per-replica network's default; a dict sets ``blocks_per_replica``,
     ``max_hashes`` and ``scale``): each replica's share of the request's leading prefix blocks
@@ -74,8 +76,8 @@ class DQNPolicy:
         if self.network not in ("mlp", "per_replica"):
             raise ValueError(f"network must be 'mlp' or 'per_replica', got {self.network!r}")
         self.replica_stats = ReplicaStats()
-        # id(state) -> (obs, names, arm that routed it)
-        self._pending: dict[int, tuple[np.ndarray, list[str], str | None]] = {}
+        # id(state) -> (obs, names, (arm that routed it, the gate's block then) or None ungated)
+        self._pending: dict[int, tuple[np.ndarray, list[str], tuple[str, int | None] | None]] = {}
         if gate is None:
             gate = self.network == "per_replica"  # the mlp's published results predate the gate
         options = gate if isinstance(gate, dict) else {"enabled": bool(gate)}
@@ -106,6 +108,8 @@ class DQNPolicy:
         self.context = context
         if self.prefix_index is not None:  # a new simulation's replicas start with empty caches
             self.prefix_index.clear()
+        if self.gate is not None:  # a new simulation's clock starts again at 0
+            self.gate.start_run()
         if self.agent is None:
             self.num_replicas = context.num_replicas
             overrides = {"seed": self.seed, "device": "cpu", **self.config_overrides}
@@ -133,9 +137,15 @@ class DQNPolicy:
             return self.agent.act(self._normalise(raw), explore=self.mode != "eval").action
         hashes = (request_fields.get("request") or {}).get("prefix_hashes")
         obs, names, shares = self._observation(request_fields, raw, hashes)
-        arm = None if self.gate is None else self.gate.arm()
+        arm, gated = None, None
+        if self.gate is not None:
+            switches = len(self.gate.switches)
+            now = self.context.now if self.gate.by_block else 0.0  # only blocks read the clock
+            arm = self.gate.arm(now, self.mode)
+            gated = (arm, self.gate.block)
+            self._note_switches(switches)
         # The engine hands the same state list back in the experience: it keys the decision.
-        self._pending[id(raw)] = (obs, names, arm)
+        self._pending[id(raw)] = (obs, names, gated)
         if arm is None:
             action = self.agent.act(obs, explore=self.mode != "eval").action
         elif arm == HEURISTIC:  # the service's fallback, from what the service knows
@@ -209,12 +219,11 @@ class DQNPolicy:
         pending = self._pending.pop(id(experience["state"]), None)
         if pending is None:
             return  # not decided by this policy (e.g. routed before it started)
-        obs, names, arm = pending
-        if arm is not None:
-            before = len(self.gate.switches)
-            self.gate.record(arm, reward, self.mode)
-            if len(self.gate.switches) > before:
-                self.curve["gate_switches"].append({"requests": self.seen, **self.gate.switches[-1]})
+        obs, names, gated = pending
+        if gated is not None:
+            (arm, block), switches = gated, len(self.gate.switches)
+            self.gate.record(arm, reward, self.mode, block)
+            self._note_switches(switches)
         # Statistics keep updating in every mode: they are features, as the service would learn them.
         self.replica_stats.observe(names[experience["action"]], experience["success"],
                                    experience["latency_ms"], experience.get("ttft_ms"),
@@ -226,6 +235,11 @@ class DQNPolicy:
         self._learn_tick()
 
     # --- helpers ------------------------------------------------------------------------
+
+    def _note_switches(self, before: int) -> None:
+        """Put the gate's switches since it had ``before`` of them on the learning curve."""
+        for switch in self.gate.switches[before:]:
+            self.curve["gate_switches"].append({"requests": self.seen, **switch})
 
     def _normalise(self, raw: list[float]) -> np.ndarray:
         return normalize_state(raw, self.num_replicas, self.scales)

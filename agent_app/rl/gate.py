@@ -7,28 +7,44 @@ reward totals (count, sum, sum of squares) come from the outcomes recorded for i
 model takes over when its mean reward beats the heuristic's by `z` standard errors of the
 difference, and gives control back when it falls behind by `z_back` (3) of them: the gap between
 the two thresholds is the hysteresis that keeps it from flapping.
+
+Randomising single requests lets the two arms interfere: they share the replicas, so the model's
+few requests ride on a cluster the heuristic keeps balanced and its measured lead flatters it.
+`assignment="block"` is a switchback design instead: time is cut into blocks of `block_seconds`,
+one arm routes every request of a block (`block_arm`), and the verdict compares the arms' block
+mean rewards (`decide_blocks`): each arm is measured at full share, and since requests of one
+block share its cluster state, the standard error comes from the spread of block means, not of
+single rewards. The shares are the same, counted in blocks.
 """
 
 from __future__ import annotations
 
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 MODEL, HEURISTIC = "model", "heuristic"
+ASSIGNMENTS = ("request", "block")
+# The golden ratio's fractional part: frac(block x GOLDEN) spreads any run of consecutive blocks
+# evenly over [0, 1), so each arm's blocks come at its share, evenly spaced, with no shared state.
+GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
 
 
 @dataclass(frozen=True)
 class GateConfig:
-    trial_fraction: float = 0.1  # requests the model routes while it is unproven
-    holdout_fraction: float = 0.05  # requests the heuristic keeps routing once the model leads
-    min_samples: int = 200  # per arm before any verdict
+    trial_fraction: float = 0.1  # requests (or blocks) the model routes while it is unproven
+    holdout_fraction: float = 0.05  # requests (or blocks) the heuristic keeps once the model leads
+    min_samples: int = 200  # outcomes per arm before a verdict on randomised requests
     z: float = 2.0  # standard errors the model's lead must exceed to take over
     # ... and its deficit to hand back: stricter, so noise between equal arms does not flap it.
     z_back: float = 3.0
     # Exploration picks among replicas within this much reward of the best Q (docs/design.md).
     exploration_margin: float = 0.5
+    # "request": each request's arm drawn at random; "block": one arm routes each time block.
+    assignment: str = "request"
+    block_seconds: float = 60.0  # several times a request's latency, so a block sees its own arm
+    min_blocks: int = 8  # per arm before a block verdict
 
     def __post_init__(self) -> None:
         for name in ("trial_fraction", "holdout_fraction"):
@@ -37,6 +53,12 @@ class GateConfig:
                 raise ValueError(f"{name} must be in [0, 1], got {value!r}")
         if self.min_samples < 1:
             raise ValueError(f"min_samples must be >= 1, got {self.min_samples!r}")
+        if self.min_blocks < 2:  # a standard error needs two block means
+            raise ValueError(f"min_blocks must be >= 2, got {self.min_blocks!r}")
+        if self.assignment not in ASSIGNMENTS:
+            raise ValueError(f"assignment must be one of {ASSIGNMENTS}, got {self.assignment!r}")
+        if not (self.block_seconds > 0 and math.isfinite(self.block_seconds)):
+            raise ValueError(f"block_seconds must be a finite number > 0, got {self.block_seconds!r}")
         for name in ("z", "z_back"):
             value = getattr(self, name)
             if not (value >= 0 and math.isfinite(value)):
@@ -67,6 +89,11 @@ class ArmTotals:
     def add(self, reward: float) -> ArmTotals:
         return ArmTotals(self.count + 1, self.reward_sum + reward, self.reward_sq_sum + reward * reward)
 
+    @classmethod
+    def of(cls, rewards: Iterable[float]) -> ArmTotals:
+        values = list(rewards)
+        return cls(len(values), math.fsum(values), math.fsum(v * v for v in values))
+
 
 @dataclass(frozen=True)
 class Verdict:
@@ -85,11 +112,27 @@ class Verdict:
 
 def decide(model: ArmTotals, heuristic: ArmTotals, current: str, config: GateConfig) -> Verdict:
     """The arm that routes next, given each arm's totals and the arm that routes now."""
+    return _judge(model, heuristic, current, config, config.min_samples, "outcomes")
+
+
+def decide_blocks(model_means: Iterable[float], heuristic_means: Iterable[float], current: str,
+                  config: GateConfig) -> Verdict:
+    """``decide`` for block assignment: each arm's evidence is the mean reward of every block it
+    routed. The lead is the difference of the arms' means of block means and its standard error
+    comes from the spread of those block means: rewards within one block share its cluster state,
+    so they are not independent draws."""
+    return _judge(ArmTotals.of(model_means), ArmTotals.of(heuristic_means), current, config,
+                  config.min_blocks, "blocks")
+
+
+def _judge(model: ArmTotals, heuristic: ArmTotals, current: str, config: GateConfig, minimum: int,
+           unit: str) -> Verdict:
+    """The z / z_back hysteresis on two arms' totals, each counting ``unit`` (at least ``minimum``)."""
     lead = model.mean - heuristic.mean
-    if min(model.count, heuristic.count) < config.min_samples:
+    if min(model.count, heuristic.count) < minimum:
         return Verdict(current, lead, math.inf,
-                       f"{model.count} model and {heuristic.count} heuristic outcomes; "
-                       f"{config.min_samples} of each are needed")
+                       f"{model.count} model and {heuristic.count} heuristic {unit}; "
+                       f"{minimum} of each are needed")
     stderr = math.sqrt(model.variance / model.count + heuristic.variance / heuristic.count)
     if current == HEURISTIC and lead > config.z * stderr:
         return Verdict(MODEL, lead, stderr, "the model's mean reward is better by more than "
@@ -105,6 +148,30 @@ def assign_arm(leader: str, config: GateConfig, rng: random.Random) -> str:
     if leader == MODEL:
         return HEURISTIC if rng.random() < config.holdout_fraction else MODEL
     return MODEL if rng.random() < config.trial_fraction else HEURISTIC
+
+
+def model_share(leader: str, config: GateConfig) -> float:
+    """The model's share of the traffic: its trial while unproven, all but the holdout once it leads."""
+    return 1.0 - config.holdout_fraction if leader == MODEL else config.trial_fraction
+
+
+def block_index(timestamp: float, block_seconds: float) -> int:
+    """The time block a moment falls in: every process with the same clock agrees on it."""
+    return math.floor(timestamp / block_seconds)
+
+
+def block_arm(block: int, fraction: float) -> str:
+    """The arm that routes every request of ``block`` when the model routes ``fraction`` of the
+    blocks: the model where frac(block x golden ratio) < fraction. Deterministic, so every web
+    worker agrees without coordination, and low-discrepancy: any run of consecutive blocks gives
+    the model close to ``fraction`` of them, evenly spaced. A smaller share's blocks are a subset
+    of a larger one's, so a change of leader does not reshuffle the blocks the trial had."""
+    return MODEL if (block * GOLDEN) % 1.0 < fraction else HEURISTIC
+
+
+def assign_block(leader: str, config: GateConfig, block: int) -> str:
+    """``assign_arm`` for block assignment: the arm that routes all of ``block``."""
+    return block_arm(block, model_share(leader, config))
 
 
 def bounded_explore(q_values: Sequence[float], margin: float, rng: random.Random) -> int:

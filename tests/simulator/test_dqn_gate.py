@@ -1,6 +1,6 @@
 """The cold-start gate in the simulated DQN: the heuristic (the service's scorer, or least-loaded)
 routes until the model is proven on its trial share, the switch needs significant evidence, and a
-sliding window can undo it."""
+sliding window can undo it; on randomised requests or in blocks of simulated time."""
 
 from __future__ import annotations
 
@@ -149,3 +149,107 @@ def test_the_run_records_when_the_model_took_over() -> None:
     switches = result.info["gate"]["switches"]
     assert switches and all(s["outcomes"] % 50 == 0 for s in switches)
     assert policy.curve["gate_switches"][0]["outcomes"] == switches[0]["outcomes"]
+
+
+# --- block assignment (switchback) in simulated time --------------------------------------------
+
+BLOCK = {"assignment": "block", "block_seconds": 1.0, "min_blocks": 8}
+PER_BLOCK = 20  # requests per block in ``feed_blocks``
+
+
+def feed_blocks(gate: RoutingGate, blocks: int, reward, start: float = 0.0, seed: int = 0) -> list[str]:
+    """``PER_BLOCK`` requests a simulated second for ``blocks`` seconds from ``start``, each
+    outcome recorded at once with ``reward(arm, rng)``; the arm of every request, in order."""
+    rng = np.random.default_rng(seed)
+    arms = []
+    for i in range(blocks * PER_BLOCK):
+        arm = gate.arm(start + i / PER_BLOCK)
+        gate.record(arm, reward(arm, rng), block=gate.block)
+        arms.append(arm)
+    return arms
+
+
+def means(model: float, heuristic: float):
+    return lambda arm, rng: float(rng.normal(model if arm == MODEL else heuristic, 1.0))
+
+
+def test_one_arm_routes_every_request_of_a_block_and_the_model_gets_its_trial_share_of_blocks() -> None:
+    gate = RoutingGate.from_options(BLOCK, seed=1)
+    arms = feed_blocks(gate, 300, means(0.0, 0.0))
+    per_block = [set(arms[b * PER_BLOCK:(b + 1) * PER_BLOCK]) for b in range(300)]
+    assert all(len(arms_in) == 1 for arms_in in per_block)
+    assert gate.leader == HEURISTIC and gate.switches == []
+    assert gate.blocks[MODEL] == 30 and gate.model_share() == pytest.approx(0.1)
+    assert gate.describe()["blocks"] == {MODEL: 30, HEURISTIC: 270}
+
+
+def test_a_model_better_on_its_blocks_takes_over_at_a_block_boundary_and_keeps_a_holdout() -> None:
+    gate = RoutingGate.from_options(BLOCK, seed=2)
+    feed_blocks(gate, 200, means(0.5, 0.0))
+    assert gate.leader == MODEL and len(gate.switches) == 1
+    switch = gate.switches[0]
+    assert "block" in switch and switch["model_lead"] > 2 * switch["stderr"]
+    assert "blocks" not in gate.last_verdict["reason"]  # a verdict, not "too few blocks"
+    before = dict(gate.blocks)
+    feed_blocks(gate, 400, means(0.5, 0.0), start=200.0)
+    assert gate.blocks[HEURISTIC] - before[HEURISTIC] == pytest.approx(20, abs=1)  # 5 % of 400
+
+
+def test_no_block_verdict_before_enough_blocks_of_each_arm() -> None:
+    gate = RoutingGate.from_options(BLOCK, seed=3)
+    feed_blocks(gate, 60, means(5.0, 0.0))  # 6 model blocks of 8
+    assert gate.leader == HEURISTIC and "8 of each" in gate.last_verdict["reason"]
+
+
+def test_a_worse_model_loses_control_again_on_its_block_means() -> None:
+    gate = RoutingGate.from_options({**BLOCK, "block_window": 20}, seed=4)
+    feed_blocks(gate, 200, means(0.5, 0.0))
+    assert gate.leader == MODEL
+    feed_blocks(gate, 1000, means(-0.5, 0.0), start=200.0, seed=5)
+    assert gate.leader == HEURISTIC and [s["routes"] for s in gate.switches] == [MODEL, HEURISTIC]
+
+
+def shared_cluster():
+    """Rewards where both arms share the replicas: the model's own pick is 0.3 better than the
+    heuristic's, but every request loses the model's share of the last 10 requests (half a
+    block), so a model that routes everything leaves the cluster 0.7 worse off than the heuristic."""
+    recent: list[str] = []
+
+    def reward(arm: str, rng: np.random.Generator) -> float:
+        recent.append(arm)
+        del recent[:-10]
+        share = recent.count(MODEL) / len(recent)
+        return (0.3 if arm == MODEL else 0.0) - share + float(rng.normal(0.0, 0.3))
+    return reward
+
+
+def test_interference_fools_randomised_requests_but_not_blocks() -> None:
+    by_request, reward, rng = RoutingGate(seed=6), shared_cluster(), np.random.default_rng(6)
+    for _ in range(6000):
+        arm = by_request.arm()
+        by_request.record(arm, reward(arm, rng))
+    # Its lead on a cluster the heuristic balances hands it control, which it loses once it routes.
+    assert [s["routes"] for s in by_request.switches[:2]] == [MODEL, HEURISTIC]
+    by_block = RoutingGate.from_options(BLOCK, seed=6)
+    feed_blocks(by_block, 300, shared_cluster())
+    assert by_block.switches == [] and by_block.last_verdict["model_lead"] < -0.3
+
+
+def test_blocks_are_numbered_on_across_simulations() -> None:
+    gate = RoutingGate.from_options(BLOCK, seed=7)
+    gate.arm(0.0)
+    gate.arm(5.5)
+    assert gate.block == 5
+    gate.start_run()  # the next simulation's clock restarts at 0
+    gate.arm(0.0)
+    assert gate.block == 6
+
+
+def test_the_gated_dqn_routes_in_blocks_of_simulated_time() -> None:
+    policy = DQNPolicy(train_requests=0, config_overrides=PER_REPLICA,
+                       gate={**BLOCK, "block_seconds": 5.0, "trial_fraction": 0.5})
+    result = run_policy(TINY, policy, 600, 0)
+    gate = result.info["gate"]
+    assert gate["config"]["assignment"] == "block" and gate["blocks"][MODEL] > 0
+    assert gate["routed"][MODEL] > 0 and gate["routed"][MODEL] + gate["routed"][HEURISTIC] == 600
+    assert policy.trained_on == 600
