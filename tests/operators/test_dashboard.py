@@ -130,3 +130,23 @@ def test_line_chart_breaks_the_line_where_a_value_is_missing():
     assert chart.legend == [("a", "#0072B2", "4"), ("b", "#E69F00", "0.5")]
     escaped = line_chart("<b>", times, {"<x>": [1.0] * 5})
     assert "<b>" not in escaped.svg and "&lt;x&gt;" in escaped.svg
+
+
+def test_the_desired_replica_count_is_shown_with_its_reasoning(operator, settings):
+    import time
+
+    from agent_app.capacity import capacity
+    from tests.api.test_capacity import outcomes
+
+    assert "Off: set AUTOSCALE_TARGET_MS" in operator.get("/admin/dashboard/").content.decode()
+    settings.AUTOSCALE_TARGET_MS, settings.AUTOSCALE_WINDOW_SECONDS = 1000.0, 60.0
+    capacity.reset()
+    now = time.time()
+    for name in ("replica-1", "replica-2"):
+        outcomes(now, name, per_s=4.0, latency_ms=900.0)  # busy and close to the target
+    page = operator.get("/admin/dashboard/").content.decode()
+    capacity.reset()
+    summary = page[page.index('id="capacity"'):]
+    assert "Desired replicas" in summary and "to hold" in summary
+    for column in ("Utilisation", "Headroom (req/s)", "Utilisation with one more", "Utilisation with one fewer"):
+        assert column in summary, column
