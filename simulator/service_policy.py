@@ -9,18 +9,26 @@ would. What is measured is what a gateway gets, network and fallbacks included.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import requests
 
 from simulator.dqn_policy import add_curve_point
+from simulator.router_view import BLOCK_TOKENS
+from simulator.service_prefix import SERVICE_HASHES
 
 # The original specification's five fields; with ``named`` the loads go as named ``replicas`` with
 # what a vLLM replica reports, and the request's token counts as ``request``.
 SELECT_FIELDS = ("replica_loads", "queue_depth", "recent_latency_ms", "current_rps", "success_rate")
 REPLICA_FIELDS = ("name", "load", "running", "waiting", "kv_cache_usage")
+# A gateway's prefix hash covers 256 characters, about 64 tokens (rlagent_client/prefix.py); a
+# simulator block is 512 tokens. Each block goes as the 8 hashes a gateway would send for it, so
+# the service's bounds (512 hashes a request, 8192 a replica) mean the 64 and 1024 blocks of the
+# in-process index (service_prefix.py).
+HASHES_PER_BLOCK = BLOCK_TOKENS // (256 // 4)
+MODEL_POLICIES = ("dqn", "explore")  # decisions the model's arm made (with the gate, exploring is its)
 
 
 class ServicePolicy:
@@ -51,6 +59,7 @@ class ServicePolicy:
         self.mode = "train"
         self.reported = 0
         self.policies: dict[str, int] = {}
+        self.policies_by_mode: dict[str, dict[str, int]] = {}  # "train" / "eval" / "online"
         self.train_results: list[dict] = []
         self._recent: deque = deque(maxlen=1000)
         self._curve_every = curve_every
@@ -87,11 +96,15 @@ class ServicePolicy:
             request = request_fields.get("request") or {}
             body["request"] = {key: int(request[key]) for key in ("prompt_tokens", "max_tokens")
                                if key in request}
+            if request.get("prefix_hashes"):
+                body["request"]["prefix_hashes"] = service_hashes(request["prefix_hashes"])
         response = self.http.post(f"{self.base_url}/select_replica", json=body,
                                   timeout=self.timeout_s)
         response.raise_for_status()
         decision = response.json()
         self.policies[decision["policy"]] = self.policies.get(decision["policy"], 0) + 1
+        by_mode = self.policies_by_mode.setdefault(self.mode, {})
+        by_mode[decision["policy"]] = by_mode.get(decision["policy"], 0) + 1
         # The engine hands this same state list back with the completed request.
         self._decisions[id(self.context.raw_state())] = decision["decision_id"]
         return int(decision["replica_idx"])
@@ -144,7 +157,19 @@ class ServicePolicy:
 
     def describe(self) -> dict:
         last = self.train_results[-1] if self.train_results else {}
+        # Per run (the runner keeps "gate" for every seed): the model's share of the decisions of
+        # each phase, the evaluated one being the last mode set.
+        shares = {mode: round(sum(counts.get(p, 0) for p in MODEL_POLICIES) / sum(counts.values()), 4)
+                  for mode, counts in self.policies_by_mode.items() if counts}
         return {"service": self.base_url, "train_every": self.train_every, "iterations": self.iterations,
                 "batch_size": self.batch_size, "train_requests": self.train_requests,
                 "decisions_by_policy": dict(self.policies), "steps_done": last.get("steps_done"),
-                "model_version": last.get("model_version"), "epsilon": last.get("epsilon")}
+                "model_version": last.get("model_version"), "epsilon": last.get("epsilon"),
+                "gate": {"model_share": shares.get(self.mode, 0.0), "model_share_by_mode": shares,
+                         "decisions_by_mode": {m: dict(c) for m, c in self.policies_by_mode.items()}}}
+
+
+def service_hashes(blocks: Sequence[int]) -> list[str]:
+    """The hashes a gateway sends for a request's leading 512-token blocks: the first 64 blocks,
+    ``HASHES_PER_BLOCK`` each (``"<block>-<k>"``), 512 in all at most, the service's limit."""
+    return [f"{block}-{k}" for block in blocks[:SERVICE_HASHES] for k in range(HASHES_PER_BLOCK)]

@@ -104,7 +104,9 @@ def test_the_named_body_is_sent_with_only_the_fields_the_service_reads() -> None
     extras = {k: BODY[k] for k in ("queue_depth", "recent_latency_ms", "current_rps", "success_rate")}
     assert service.selects == [{**extras, "replicas": [{"name": "r0", "load": 1, "running": 1, "waiting": 0,
                                                         "kv_cache_usage": 0.1}],
-                                "request": {"prompt_tokens": 10, "max_tokens": 5}}]
+                                "request": {"prompt_tokens": 10, "max_tokens": 5,
+                                            # each simulator block as the 8 hashes a gateway sends for it
+                                            "prefix_hashes": [f"1-{k}" for k in range(8)]}}]
     assert "replicas" in BODY and "extra" in BODY["replicas"][0]  # the caller's body is left as it was
 
 
