@@ -64,11 +64,11 @@ class ServingSnapshot:
     @property
     def gate_reason(self) -> str:
         evidence = self.verdict.reason if self.verdict else "no outcomes yet"
-        return f"least-loaded routes until the model is measured better on live traffic: {evidence}"
+        return f"the heuristic routes until the model is measured better on live traffic: {evidence}"
 
     @property
     def holdout_reason(self) -> str:
-        return "holdout: least-loaded keeps a share of requests so the model stays measured against it"
+        return "holdout: the heuristic keeps a share of requests so the model stays measured against it"
 
 
 def gate_config() -> GateConfig:
