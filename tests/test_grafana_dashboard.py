@@ -134,7 +134,8 @@ def test_the_dashboard_covers_what_operators_watch(dashboard):
                  "django_http_requests_latency_seconds_by_view_method_bucket"):
         assert name in read, name
     exprs = " ".join(queries(dashboard))
-    assert 'policy=~"least_loaded|scorer"' in exprs and 'policy="explore"' in exprs  # heuristic and exploration rates
+    # the heuristic's and exploration's rates
+    assert 'policy=~"least_loaded|scorer"' in exprs and 'policy="explore"' in exprs
 
 
 def test_every_metric_a_query_reads_is_exported_by_the_service(dashboard, client, settings):

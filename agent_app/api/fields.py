@@ -104,6 +104,14 @@ class QueryIntegerField(serializers.IntegerField):
         return super().to_internal_value(data)
 
 
+class QueryRegexField(StrictRegexField):
+    """A string query parameter matching `regex`: "?pool=" is refused, not read as absent (DRF would
+    read an empty query parameter as a form's empty input)."""
+
+    def get_value(self, dictionary):
+        return dictionary.get(self.field_name, empty)
+
+
 class VectorField(serializers.Field):
     """A list of exactly len(bounds) finite numbers, element i within bounds[i].
 

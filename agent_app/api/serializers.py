@@ -19,6 +19,7 @@ from agent_app.api.cluster_fields import (
 from agent_app.api.fast_validation import plan_for, validate_many
 from agent_app.api.fields import (
     QueryIntegerField,
+    QueryRegexField,
     StrictBooleanField,
     StrictFloatField,
     StrictIntegerField,
@@ -120,8 +121,8 @@ class ActionField(StrictIntegerField):
         return super().to_internal_value(data)
 
 
-def pool_field() -> StrictRegexField:
-    return StrictRegexField(
+def pool_field(*, query: bool = False) -> StrictRegexField:
+    return (QueryRegexField if query else StrictRegexField)(
         POOL_NAME.pattern, required=False,
         help_text=f"The replica pool ({NAME_RULE}); without it, the default pool.",
     )
@@ -287,7 +288,7 @@ class RecordResponse(serializers.Serializer):
 
 
 class PoolQuery(serializers.Serializer):
-    pool = pool_field()
+    pool = pool_field(query=True)
 
 
 class TrainQuery(PoolQuery):

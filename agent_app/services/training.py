@@ -241,12 +241,15 @@ def _publish(agent: DQNAgent, epsilon_before: float, steps_before: int, loss: fl
 
 
 def pools_to_train() -> list[str]:
-    """Pools whose replay store holds experience newer than their last published training run."""
+    """Pools beat trains now: those whose replay store holds experience newer than their last
+    published run; with TRAINING_STEPS_PER_EXPERIENCE=0 (a fixed TRAINING_ITERATIONS a run, not
+    steps in proportion to traffic) every pool that holds experience."""
+    fixed_cadence = settings.TRAINING_STEPS_PER_EXPERIENCE == 0
     trained = dict(AgentState.objects.values_list("pool", "trained_through"))
     due = []
     for pool in pool_names():
         newest = get_replay_store(pool).newest_cursor()
-        if newest is not None and newest != trained.get(pool):
+        if newest is not None and (fixed_cadence or newest != trained.get(pool)):
             due.append(pool)
     return due
 

@@ -269,3 +269,19 @@ def test_a_worker_refreshes_only_the_pools_whose_model_changed(pools, monkeypatc
     policy_cache.refresh()
     policy_cache.refresh()
     assert loaded == ["alpha"]
+
+
+def test_with_a_fixed_number_of_steps_a_run_beat_trains_every_pool_that_holds_experience(pools, settings):
+    from tasks.training import scheduled_train_task
+
+    settings.TRAINING_BATCH_SIZE, settings.TRAINING_STEPS_PER_EXPERIENCE = 32, 0
+    report(pools, 60, "alpha")
+    assert scheduled_train_task()["queued"] == ["alpha"]
+    assert scheduled_train_task()["queued"] == ["alpha"]  # nothing new, trained again all the same
+    assert AgentState.load("alpha").steps_done == 2 * settings.TRAINING_ITERATIONS
+
+
+def test_an_empty_pool_parameter_is_refused_not_read_as_absent(pools):
+    answers = (pools.get("/stats?pool="), pools.post("/save_model?pool="), pools.get("/ab_results?pool="))
+    for response in answers:
+        assert response.status_code == 400 and "pool" in response.json()

@@ -148,5 +148,6 @@ def test_the_desired_replica_count_is_shown_with_its_reasoning(operator, setting
     capacity.reset()
     summary = page[page.index('id="capacity"'):]
     assert "Desired replicas" in summary and "to hold" in summary
-    for column in ("Utilisation", "Headroom (req/s)", "Utilisation with one more", "Utilisation with one fewer"):
+    columns = ("Utilisation", "Headroom (req/s)", "Utilisation with one more", "Utilisation with one fewer")
+    for column in columns:
         assert column in summary, column
