@@ -38,6 +38,7 @@ MAX_RPS = 1e7
 MAX_BATCH = 1000
 MAX_DECISION_ID = 32_768  # a decision over 256 named replicas, with their features
 DECISION_LOADS = "one per replica of the decision"  # a count only the decision_id knows
+ONE_POOL_PER_BATCH = "send one batch per pool"  # an item's pool must be its batch's
 # A decision_id is unpadded URL-safe base64 (agent_app/decisions.py); the schema states the
 # alphabet and the bounds, validation enforces the same, and the signature says the rest.
 DECISION_ID_PATTERN = r"\A[A-Za-z0-9_-]+\Z"
@@ -276,7 +277,7 @@ class ExperienceBatchRequest(serializers.Serializer):
         strays = [i for i, item in enumerate(items) if item.get("pool", pool) != pool]
         if strays:  # one batch, one pool: its buffer, its statistics
             raise serializers.ValidationError({"experiences": [
-                f"items {strays[:10]} name another pool than the batch's {pool!r}; send one batch per pool"]})
+                f"items {strays[:10]} name another pool than the batch's {pool!r}; {ONE_POOL_PER_BATCH}"]})
         return validated
 
 

@@ -51,9 +51,9 @@ OPERATIONS = {
 # real tokens, so that reports carrying one go on to be stored.
 RAW_TOKEN_PHASE = TestPhase.COVERAGE
 UNISSUED = "issued by this service"  # what every InvalidDecision message says (agent_app/decisions.py)
-# Refusals of what JSON Schema cannot state: that replica names in a list are unique, and how many
-# loads a decision_id's cluster has (the token carries it).
-UNSTATABLE = ("names must be unique", io.DECISION_LOADS)
+# Refusals of what JSON Schema cannot state: that replica names in a list are unique, how many
+# loads a decision_id's cluster has (the token carries it), and that a batch's items name its pool.
+UNSTATABLE = ("names must be unique", io.DECISION_LOADS, io.ONE_POOL_PER_BATCH)
 raw_tokens_sent: set[str] = set()
 
 
