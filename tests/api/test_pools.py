@@ -79,13 +79,15 @@ def test_training_one_pool_moves_nothing_of_another(pools):
     assert pools.get("/model/weights").status_code == 404  # nor for the default pool
 
 
-def test_each_pool_routes_with_its_own_model(pools):
+def test_each_pool_routes_with_its_own_model(pools, settings):
+    settings.RL_MIN_TRAINING_STEPS = 0  # 20 steps serve; and no exploration, so the model decides
+    AgentConfig.objects.update_or_create(pool="alpha", defaults={"exploration_enabled": False})
     report(pools, 200, "alpha")
     pools.post("/train?pool=alpha&iterations=20&batch_size=32")
     alpha = pools.post("/select_replica", {**SEED_SELECT, "pool": "alpha"}, format="json").json()
     default = pools.post("/select_replica", SEED_SELECT, format="json").json()
-    assert alpha["model_version"] == 1 and alpha["policy"] in ("dqn", "explore")
-    assert default["model_version"] == 0
+    assert (alpha["model_version"], alpha["policy"]) == (1, "dqn")
+    assert default["model_version"] == 0 and default["policy"] != "dqn"
 
 
 @pytest.mark.parametrize("method, path, body", [
