@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from agent_app import replica_outcomes
 from agent_app.models import AgentConfig
 from agent_app.serving import policy_cache
 from tests.api.test_named_clusters import EXTRAS, named, report, select
@@ -16,7 +17,10 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def per_replica(settings):
+def per_replica(settings, monkeypatch):
+    # A stopped clock: the replicas' statistics weigh 5 s buckets by age, so two decisions that
+    # straddle a bucket boundary would otherwise see slightly different features.
+    monkeypatch.setattr(replica_outcomes, "clock", lambda: 1_800_000_000.0)
     settings.RL_NETWORK = "per_replica"
     settings.MAX_REPLICAS = 8
 
