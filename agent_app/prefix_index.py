@@ -5,8 +5,9 @@ hashes (rlagent_client/prefix.py) per replica, in Redis for every web worker, or
 and is meant for the serving refresh thread. `match` is one round trip. Eviction is least recently
 remembered first, and within one request the tail before the head, as a replica's cache frees
 blocks; a block is remembered with every request that reuses it, so a prefix's head is never older
-than its tail and what remains is a prefix. Without Redis (the embedded mode) each web worker has
-its own index, exact with one worker. A store that fails makes `match` answer None and `flush`
+than its tail and, the hashes being chained (each names its block and every block before it),
+what remains of a prompt's chain is a prefix of it. Without Redis (the embedded mode) each web
+worker has its own index, exact with one worker. A store that fails makes `match` answer None and `flush`
 drop its batch, logged once per outage; nothing raises into a request.
 """
 
@@ -28,26 +29,30 @@ from redis.retry import Retry
 from agent_app.pools import DEFAULT_POOL
 
 log = logging.getLogger(__name__)
-_SLICE = 256  # hashes per ZMSCORE: a match stops at the first slice with a miss
-
 # KEYS: replica sets; ARGV[1]: the request's hashes, comma-separated (one argument rather than 64:
-# packing each argument was most of the request's cost). Per replica, how many leading hashes it holds.
-_MATCH = f"""
-local hashes = {{}}
+# packing each argument was most of the request's cost). Per replica, how many leading hashes it
+# holds, found by bisection: what a set holds of a prompt's chain is always a prefix of it (module
+# docstring), so holding hash k means holding every hash before it, and a match costs at most
+# 2 + log2(n) lookups per replica instead of n.
+_MATCH = """
+local hashes = {}
 for h in string.gmatch(ARGV[1], '[^,]+') do hashes[#hashes + 1] = h end
-local out = {{}}
+local n, out = #hashes, {}
 for i, key in ipairs(KEYS) do
-  local n, stop = 0, false
-  for from = 1, #hashes, {_SLICE} do
-    local to = math.min(from + {_SLICE - 1}, #hashes)
-    local scores = redis.call('ZMSCORE', key, unpack(hashes, from, to))
-    for j = 1, to - from + 1 do
-      if not scores[j] then stop = true break end
-      n = n + 1
+  local held = 0
+  if n > 0 and redis.call('ZSCORE', key, hashes[1]) then
+    if redis.call('ZSCORE', key, hashes[n]) then
+      held = n
+    else
+      local lo, hi = 1, n  -- hashes[lo] is held, hashes[hi] is not
+      while hi - lo > 1 do
+        local mid = math.floor((lo + hi) / 2)
+        if redis.call('ZSCORE', key, hashes[mid]) then lo = mid else hi = mid end
+      end
+      held = lo
     end
-    if stop then break end
   end
-  out[i] = n
+  out[i] = held
 end
 return out
 """

@@ -103,7 +103,8 @@ def _plain_replicas(data: object) -> list[dict] | None:
 
 class RequestFeaturesField(serializers.Field):
     """{"prompt_tokens"?: int, "max_tokens"?: int, "prefix_hashes"?: [...]}: what the gateway knows of the
-    request; prefix_hashes (rlagent_client/prefix.py) are up to 512 strings or integers, kept as strings."""
+    request; prefix_hashes (rlagent_client/prefix.py) are up to 512 strings or integers, kept as strings;
+    each hashes its block and every block before it (chained), as a replica's prefix cache does."""
 
     fast_path_safe = True
 
