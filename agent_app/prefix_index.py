@@ -2,13 +2,17 @@
 hashes (rlagent_client/prefix.py) per replica, in Redis for every web worker, or in this process.
 
 `remember` only buffers (no I/O on the request path); `flush` writes the buffer in one round trip
-and is meant for the serving refresh thread. `match` is one round trip. Eviction is least recently
-remembered first, and within one request the tail before the head, as a replica's cache frees
-blocks; a block is remembered with every request that reuses it, so a prefix's head is never older
-than its tail and, the hashes being chained (each names its block and every block before it),
-what remains of a prompt's chain is a prefix of it. Without Redis (the embedded mode) each web
-worker has its own index, exact with one worker. A store that fails makes `match` answer None and `flush`
-drop its batch, logged once per outage; nothing raises into a request.
+and is meant for the serving refresh thread. `match` is one round trip, and also counts what this
+process remembered but has not written yet, so a burst of requests sharing a prefix (a system
+prompt, a conversation's quick turns) sticks to one replica within a worker before the next flush.
+
+Eviction is least recently remembered first, and within one request the tail before the head, as a
+replica's cache frees blocks; a block is remembered with every request that reuses it, so a
+prefix's head is never older than its tail and, the hashes being chained (each names its block and
+every block before it), what remains of a prompt's chain is a prefix of it. Without Redis (the
+embedded mode) each web worker has its own index, exact with one worker. A store that fails makes
+`match` answer None and `flush` drop its batch, logged once per outage; nothing raises into a
+request.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections import OrderedDict
+from collections.abc import Container
 from functools import lru_cache
 from typing import Any
 
@@ -91,6 +96,21 @@ return {#names, blocks}
 """
 
 
+def held_prefix(held: Container[str], hashes: list[str]) -> int:
+    """How many of `hashes`, from the first, `held` holds, by bisection (what is held of a chain of
+    hashes is a prefix of it: the module's docstring), as the Redis script counts them."""
+    if not hashes or hashes[0] not in held:
+        return 0
+    low, high = 0, len(hashes)  # hashes[low] is held; hashes[high], past the end, is not
+    while high - low > 1:
+        middle = (low + high) // 2
+        if hashes[middle] in held:
+            low = middle
+        else:
+            high = middle
+    return high
+
+
 def prefix_names(pool: str, replicas: list[str]) -> list[str]:
     """The index's names of a pool's replicas: one index serves every pool, and two pools may both
     have a replica called "gpu-0"; the default pool's replicas keep their plain names."""
@@ -110,6 +130,7 @@ class PrefixIndex(ABC):
         self.pending_max = pending_max or settings.PREFIX_INDEX_PENDING_BLOCKS
         self._lock = threading.Lock()  # request threads remember, the refresh thread flushes
         self._pending: dict[str, dict[str, None]] = {}  # replica -> hashes, oldest first
+        self._writing: dict[str, dict[str, None]] = {}  # the batch a flush is writing
         self._pending_blocks = 0
         self.dropped = 0  # blocks never written: the buffer was full or the store failed
 
@@ -136,13 +157,31 @@ class PrefixIndex(ABC):
         """Write what was remembered since the last flush; the number of blocks written."""
         with self._lock:
             batch, self._pending, self._pending_blocks = self._pending, {}, 0
+            self._writing = batch  # still matched until the store has it
         if not batch:
             return 0
         blocks = sum(len(hashes) for hashes in batch.values())
-        if not self._write({replica: list(hashes) for replica, hashes in batch.items()}):
-            self.dropped += blocks
-            return 0
+        try:
+            if not self._write({replica: list(hashes) for replica, hashes in batch.items()}):
+                self.dropped += blocks
+                return 0
+        finally:
+            with self._lock:
+                self._writing = {}
         return blocks
+
+    def match(self, replicas: list[str], hashes: list[str]) -> list[int] | None:
+        """Per replica, how many of `hashes`, from the first, it holds; None if the store is down."""
+        counts = self._match(replicas, hashes)
+        if counts is None or not hashes:
+            return counts
+        with self._lock:
+            for unwritten in (self._pending, self._writing):
+                for i, replica in enumerate(replicas):
+                    held = unwritten.get(replica)
+                    if held and counts[i] < len(hashes):
+                        counts[i] = max(counts[i], held_prefix(held, hashes))
+        return counts
 
     def forget(self, replica: str) -> None:
         """The replica left or restarted with an empty cache."""
@@ -170,8 +209,8 @@ class PrefixIndex(ABC):
         }
 
     @abstractmethod
-    def match(self, replicas: list[str], hashes: list[str]) -> list[int] | None:
-        """Per replica, how many of `hashes`, from the first, it holds; None if the store is down."""
+    def _match(self, replicas: list[str], hashes: list[str]) -> list[int] | None:
+        """`match` as the store answers it, without the blocks not written yet."""
 
     @abstractmethod
     def _write(self, batch: dict[str, list[str]]) -> bool: ...
@@ -197,15 +236,9 @@ class MemoryPrefixIndex(PrefixIndex):
         self._sets: OrderedDict[str, OrderedDict[str, None]] = OrderedDict()
         self._store_lock = threading.Lock()
 
-    def match(self, replicas: list[str], hashes: list[str]) -> list[int] | None:
-        counts = []
+    def _match(self, replicas: list[str], hashes: list[str]) -> list[int] | None:
         with self._store_lock:
-            for replica in replicas:
-                held, n = self._sets.get(replica, {}), 0
-                while n < len(hashes) and hashes[n] in held:
-                    n += 1
-                counts.append(n)
-        return counts
+            return [held_prefix(self._sets.get(replica, {}), hashes) for replica in replicas]
 
     def _write(self, batch: dict[str, list[str]]) -> bool:
         with self._store_lock:
@@ -255,16 +288,17 @@ class RedisPrefixIndex(PrefixIndex):
         self._sets_prefix, self._replicas_key = self.key_prefix + "r:", self.key_prefix + "replicas"
         self.retry_after_s = (settings.PREFIX_INDEX_RETRY_SECONDS if retry_after_s is None
                               else retry_after_s)
-        self._match, self._write_script, self._count_script = (
+        self._match_script, self._write_script, self._count_script = (
             self.writer.register_script(s) for s in (_MATCH, _WRITE, _COUNT))  # each call names its client
         self._down_until = 0.0  # while Redis is down, skip it rather than wait for its timeouts
         self._down = False
 
-    def match(self, replicas: list[str], hashes: list[str]) -> list[int] | None:
+    def _match(self, replicas: list[str], hashes: list[str]) -> list[int] | None:
         if not hashes or not replicas:
             return [0] * len(replicas) if self._up() else None
         keys = [self._sets_prefix + r for r in replicas]
-        counts = self._call(self._match, keys, [",".join(hashes[:self.blocks_per_replica])], self.client)
+        packed = ",".join(hashes[:self.blocks_per_replica])
+        counts = self._call(self._match_script, keys, [packed], self.client)
         return None if counts is None else [int(n) for n in counts]
 
     def _write(self, batch: dict[str, list[str]]) -> bool:

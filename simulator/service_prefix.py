@@ -14,8 +14,8 @@ SERVICE_HASHES = 512 * 256 // 4 // 512
 
 
 class ServicePrefixIndex:
-    """What the service's ``MemoryPrefixIndex`` keeps, written at once (the service buffers writes
-    until its next serving refresh, about a second later)."""
+    """What the service's ``MemoryPrefixIndex`` keeps, written at once, as the web worker that
+    routed a request sees it (other workers see it after the next serving refresh)."""
 
     def __init__(self, blocks_per_replica: int = SERVICE_BLOCKS,
                  max_hashes: int | None = SERVICE_HASHES) -> None:

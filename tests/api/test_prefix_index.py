@@ -76,15 +76,25 @@ def test_a_match_is_the_longest_prefix_held_after_evictions(make_index):
     assert index.match(["a"], H[:2] + H[20:30]) == [2]
 
 
-def test_nothing_is_matched_before_a_flush_and_pending_says_how_much_waits(make_index):
+def test_what_waits_for_a_flush_is_matched_by_its_own_process(make_index):
     index = make_index()
     index.remember("a", H[:5])
     index.remember("a", H[:3])  # a block remembered twice waits once
     index.remember("b", H[:2])
-    assert index.pending == 7 and index.match(["a", "b"], H[:5]) == [0, 0]
+    assert index.pending == 7 and index.match(["a", "b"], H[:5]) == [5, 2]
     assert index.flush() == 7
     assert index.pending == 0 and index.match(["a", "b"], H[:5]) == [5, 2]
     assert index.flush() == 0
+    index.remember("b", H[:4])  # the store's prefix and the one waiting: the longer counts
+    assert index.match(["a", "b"], H[:5]) == [5, 4]
+
+
+def test_another_process_sees_the_blocks_once_flushed(redis_prefix):
+    writer, reader = (RedisPrefixIndex(live_redis(), key_prefix=redis_prefix) for _ in range(2))
+    writer.remember("a", H[:5])
+    assert reader.match(["a"], H[:5]) == [0]
+    writer.flush()
+    assert reader.match(["a"], H[:5]) == [5]
 
 
 def test_the_least_recently_remembered_blocks_go_first_the_tail_before_the_head(make_index):
