@@ -165,6 +165,26 @@ class ReplicaOutcome(models.Model):
         ]
 
 
+class ReplicaLatencyBin(models.Model):
+    """Latency histograms per time bucket and replica, summed over every web worker's flushes: the
+    successful requests whose end-to-end latency ("e2e") or time to first token ("ttft") fell in one
+    5 % wide log bin (agent_app/replay/histogram.py). The desired-replica gauge reads each replica's
+    percentiles from here (agent_app/capacity.py)."""
+
+    pool = pool_field()
+    bucket = models.BigIntegerField(db_index=True)  # unix seconds // BUCKET_SECONDS, as ReplicaOutcome
+    replica = models.CharField(max_length=128)
+    metric = models.CharField(max_length=8)  # "e2e" or "ttft"
+    bin = models.IntegerField()  # histogram.latency_bucket of the latency
+    count = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["pool", "bucket", "replica", "metric", "bin"],
+                                    name="one_latency_bin_per_pool_key")
+        ]
+
+
 class TrainingLease(models.Model):
     """A row claimed with a conditional update: whoever holds an unexpired lease trains alone."""
 

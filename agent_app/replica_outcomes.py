@@ -6,6 +6,9 @@ A report adds to this process's tally (a dict, no query); the serving refresh fl
 `ReplicaOutcome` rows (one transaction, counters added in place) and reads the recent rows back, so
 every worker sees every worker's outcomes within about SYNC_INTERVAL_SECONDS. Statistics weigh each
 time bucket by its age (REPLICA_STATS_HALF_LIFE_SECONDS); the gate sums RL_GATE_WINDOW_SECONDS.
+The same flush adds each replica's end-to-end latencies and raw times to first token to its
+`ReplicaLatencyBin` histograms, which the desired-replica gauge reads its percentiles from
+(agent_app/capacity.py); they are kept for AUTOSCALE_WINDOW_SECONDS only.
 """
 
 from __future__ import annotations
@@ -18,11 +21,12 @@ from collections.abc import Collection
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, Sum
 
-from agent_app.models import ReplicaOutcome
+from agent_app.models import ReplicaLatencyBin, ReplicaOutcome
 from agent_app.pools import DEFAULT_POOL
+from agent_app.replay.histogram import latency_bucket
 from agent_app.rl.gate import ArmTotals
 from agent_app.rl.replica_features import token_costs
 
@@ -30,6 +34,8 @@ BUCKET_SECONDS = 5
 clock = time.time  # the buckets' wall clock (a test may stop it so no report straddles two buckets)
 _SUMS = ("count", "failures", "latency_sum", "reward_sum", "reward_sq_sum", "tpot_sum", "tpot_count",
          "ttft_sum", "ttft_count")
+# A histogram row's key, then its count (the order of the tally's keys).
+_BIN_FIELDS = ("pool", "bucket", "replica", "metric", "bin", "count")
 _PRUNE_EVERY_SECONDS = 60.0
 _STATS_HALF_LIVES = 8  # statistics read this many half-lives back (older buckets weigh < 0.4 %)
 
@@ -50,11 +56,13 @@ class Outcome:
 
 
 class OutcomeTally:
-    """This process's outcomes since its last flush, per (pool, bucket, replica, arm)."""
+    """This process's outcomes since its last flush: sums per (pool, bucket, replica, arm) and
+    latency histogram counts per (pool, bucket, replica, metric, bin)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()  # the request threads add, the refresh thread flushes
         self._pending: defaultdict[tuple[str, int, str, str], list[float]] = defaultdict(_zeros)
+        self._bins: defaultdict[tuple[str, int, str, str, int], int] = defaultdict(int)
         self._pruned_at = float("-inf")
 
     def add(self, outcomes: list[Outcome], now: float | None = None) -> None:
@@ -69,6 +77,9 @@ class OutcomeTally:
                     sums[1] += 1
                     continue
                 sums[2] += o.latency_ms
+                self._bins[(o.pool, bucket, o.replica, "e2e", latency_bucket(o.latency_ms))] += 1
+                if o.ttft_ms is not None:
+                    self._bins[(o.pool, bucket, o.replica, "ttft", latency_bucket(o.ttft_ms))] += 1
                 tpot, ttft_per_ktok = token_costs(o.latency_ms, o.ttft_ms, o.prompt_tokens, o.output_tokens)
                 if tpot is not None:
                     sums[5] += tpot
@@ -78,9 +89,11 @@ class OutcomeTally:
                     sums[8] += 1
 
     def flush(self) -> None:
-        """Add the pending sums to the shared rows; on a database error they stay pending."""
+        """Add the pending sums and histogram counts to the shared rows; on a database error they
+        stay pending."""
         with self._lock:
             pending, self._pending = self._pending, defaultdict(_zeros)
+            bins, self._bins = self._bins, defaultdict(int)
         try:
             with transaction.atomic():
                 for (pool, bucket, replica, arm), sums in pending.items():
@@ -90,12 +103,18 @@ class OutcomeTally:
                     if not rows.update(**deltas):
                         ReplicaOutcome.objects.get_or_create(**key)
                         rows.update(**deltas)
+                if bins:  # in key order, so two workers flushing at once lock the rows in the same order
+                    added = [(*key, count) for key, count in sorted(bins.items())]
+                    with connection.cursor() as cursor:
+                        cursor.executemany(_add_bins_sql(), added)
         except Exception:
             with self._lock:  # retried whole at the next refresh
                 for key, sums in pending.items():
                     mine = self._pending[key]
                     for i, value in enumerate(sums):
                         mine[i] += value
+                for key, count in bins.items():
+                    self._bins[key] += count
             raise
         if time.monotonic() - self._pruned_at > _PRUNE_EVERY_SECONDS:
             self._pruned_at = time.monotonic()
@@ -103,6 +122,18 @@ class OutcomeTally:
             kept = max(settings.RL_GATE_WINDOW_SECONDS, settings.AUTOSCALE_WINDOW_SECONDS,
                        _STATS_HALF_LIVES * half_life)
             ReplicaOutcome.objects.filter(bucket__lt=_bucket_before(kept)).delete()
+            # Only the gauge reads the histograms, over its window.
+            ReplicaLatencyBin.objects.filter(bucket__lt=_bucket_before(settings.AUTOSCALE_WINDOW_SECONDS)).delete()
+
+
+def _add_bins_sql() -> str:
+    """One statement for every pending bin (PostgreSQL and SQLite alike): a bin's count is added to
+    its row, which is created when it is not there yet."""
+    meta, quote = ReplicaLatencyBin._meta, connection.ops.quote_name
+    *key, count = (quote(meta.get_field(name).column) for name in _BIN_FIELDS)
+    table, key = quote(meta.db_table), ", ".join(key)
+    return (f"INSERT INTO {table} ({key}, {count}) VALUES ({', '.join(['%s'] * len(_BIN_FIELDS))}) "
+            f"ON CONFLICT ({key}) DO UPDATE SET {count} = {table}.{count} + excluded.{count}")
 
 
 def _zeros() -> list[float]:

@@ -270,11 +270,12 @@ REWARD_TTFT_WEIGHT = env_float("REWARD_TTFT_WEIGHT", 0.0, minimum=0.0, maximum=1
 REPLICA_STATS_HALF_LIFE_SECONDS = env_float("REPLICA_STATS_HALF_LIFE_SECONDS", 30.0, minimum=1.0,
                                             maximum=3600.0)
 # The desired-replica gauge (agent_app/capacity.py): rlagent_desired_replicas{pool=...}, the LLM
-# replicas of each pool that hold this latency target (ms); unset: off, no gauge. The percentile is
-# 50 only and the metric e2e only: the outcome rows keep mean latency, not a histogram, nor raw TTFT.
+# replicas of each pool that hold this latency target (ms); unset: off, no gauge. The target is on
+# the AUTOSCALE_PERCENTILE of end-to-end latency ("e2e") or of time to first token ("ttft", which
+# needs ttft_ms in every report), read from per-replica histograms.
 AUTOSCALE_TARGET_MS_LIMITS = (1.0, 3_600_000.0)
-AUTOSCALE_PERCENTILE_CHOICES = (50,)
-AUTOSCALE_METRIC_CHOICES = ("e2e",)
+AUTOSCALE_PERCENTILE_CHOICES = (50, 90, 95, 99)
+AUTOSCALE_METRIC_CHOICES = ("e2e", "ttft")
 AUTOSCALE_TARGET_MS = (env_float("AUTOSCALE_TARGET_MS", 1000.0, minimum=AUTOSCALE_TARGET_MS_LIMITS[0],
                                  maximum=AUTOSCALE_TARGET_MS_LIMITS[1])
                        if env_str("AUTOSCALE_TARGET_MS", "") else None)
@@ -334,8 +335,8 @@ def _autoscale_pool_targets(raw: str) -> dict[str, dict[str, float | int | str]]
     return targets
 
 
-# Per-pool overrides of the three above, as JSON: {"<pool>": {"target_ms": 500, "percentile": 50,
-# "metric": "e2e"}, ...}. A field left out is the AUTOSCALE_* setting's; a pool given a target_ms
+# Per-pool overrides of the three above, as JSON: {"<pool>": {"target_ms": 2000, "percentile": 99,
+# "metric": "ttft"}, ...}. A field left out is the AUTOSCALE_* setting's; a pool given a target_ms
 # has its gauge even while AUTOSCALE_TARGET_MS is unset.
 AUTOSCALE_POOL_TARGETS = _autoscale_pool_targets(env_str("AUTOSCALE_POOL_TARGETS", ""))
 AUTOSCALE_MIN_REPLICAS = env_int("AUTOSCALE_MIN_REPLICAS", 1, minimum=0, maximum=10_000)

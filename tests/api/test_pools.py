@@ -18,6 +18,7 @@ from agent_app.models import (
     ConfigChange,
     Experience,
     Pool,
+    ReplicaLatencyBin,
     ReplicaOutcome,
 )
 from agent_app.pools import pool_scope
@@ -167,6 +168,7 @@ def test_deleting_a_pool_removes_its_data_and_frees_its_name(pools, model_path):
     assert Path(saved["path"]).parent == model_path.parent / "pools" / "alpha"
     report(pools, 10, "beta")
     pools.post("/select_replica", {**SEED_SELECT, "pool": "alpha"}, format="json")
+    assert ReplicaLatencyBin.objects.filter(pool="alpha").exists()  # the reports' latencies, flushed
 
     delete_pool(name="alpha", username="ops")
     assert not Pool.objects.filter(name="alpha").exists()
@@ -174,6 +176,8 @@ def test_deleting_a_pool_removes_its_data_and_frees_its_name(pools, model_path):
     assert not Checkpoint.objects.filter(pool="alpha").exists()
     assert not AgentState.objects.filter(pool="alpha").exists()
     assert not ReplicaOutcome.objects.filter(pool="alpha").exists()
+    assert not ReplicaLatencyBin.objects.filter(pool="alpha").exists()
+    assert ReplicaLatencyBin.objects.filter(pool="beta").exists()
     assert not Path(saved["versioned_path"]).exists()
     assert ConfigChange.objects.filter(pool="alpha", field="pool deleted").exists()
     assert get_replay_store("beta").size() == 10  # another pool keeps everything

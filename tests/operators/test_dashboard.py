@@ -151,3 +151,19 @@ def test_the_desired_replica_count_is_shown_with_its_reasoning(operator, setting
     columns = ("Utilisation", "Headroom (req/s)", "Utilisation with one more", "Utilisation with one fewer")
     for column in columns:
         assert column in summary, column
+
+
+def test_a_ttft_target_without_ttft_reports_says_so_on_the_dashboard(operator, settings):
+    import time
+
+    from agent_app.capacity import capacity
+    from tests.api.test_capacity import outcomes
+
+    settings.AUTOSCALE_TARGET_MS, settings.AUTOSCALE_WINDOW_SECONDS = 1000.0, 60.0
+    settings.AUTOSCALE_METRIC, settings.AUTOSCALE_PERCENTILE = "ttft", 99
+    capacity.reset()
+    outcomes(time.time(), "replica-1", per_s=4.0, latency_ms=900.0)  # no time to first token reported
+    page = operator.get("/admin/dashboard/").content.decode()
+    capacity.reset()
+    summary = page[page.index('id="capacity"'):]
+    assert "Waiting: replica-1 completed requests" in summary and "ttft_ms" in summary
