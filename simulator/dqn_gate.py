@@ -30,9 +30,11 @@ from agent_app.rl.gate import (
     decide,
     decide_blocks,
 )
-from agent_app.rl.scorer import best_replicas
+from agent_app.rl.scorer import best_replicas, near_best_replicas
 
-GATE_DEFAULTS = {"window": 2000, "decide_every": 100, "heuristic": "scorer", "block_window": 100}
+# candidate_margin: the service's RL_MODEL_CANDIDATE_MARGIN (None: the model may choose any replica).
+GATE_DEFAULTS = {"window": 2000, "decide_every": 100, "heuristic": "scorer", "block_window": 100,
+                 "candidate_margin": 1.0}
 HEURISTICS = ("scorer", "least_loaded")
 
 
@@ -43,6 +45,8 @@ class RoutingGate:
     ``window``: the last outcomes per arm a verdict weighs. ``switches`` lists every change of
     the routing arm with the outcome count at which it happened and the evidence. ``heuristic``:
     what the heuristic arm routes with, ``"scorer"`` (the service's) or ``"least_loaded"``.
+    ``candidate_margin``: when the model routes, it chooses only among the replicas the scorer
+    rates within this of its best, as the service does (None: any replica).
 
     Block assignment: a block of ``config.block_seconds`` simulated seconds is routed by one arm
     (``assign_block``, fixed when its first request arrives); an outcome counts for the block its
@@ -54,7 +58,7 @@ class RoutingGate:
 
     def __init__(self, config: GateConfig | None = None, window: int = 2000,
                  decide_every: int = 100, seed: int = 0, heuristic: str = "scorer",
-                 block_window: int = 100) -> None:
+                 block_window: int = 100, candidate_margin: float | None = None) -> None:
         if window < 1 or decide_every < 1:
             raise ValueError(f"window and decide_every must be >= 1, got {window}, {decide_every}")
         if block_window < 2:
@@ -63,6 +67,7 @@ class RoutingGate:
             raise ValueError(f"heuristic must be one of {HEURISTICS}, got {heuristic!r}")
         self.config = config or GateConfig()
         self.window, self.decide_every, self.heuristic = window, decide_every, heuristic
+        self.candidate_margin = candidate_margin
         self.leader = HEURISTIC
         self.rng = random.Random(seed)
         self.rewards: dict[str, deque[float]] = {MODEL: deque(maxlen=window),
@@ -91,7 +96,9 @@ class RoutingGate:
         options.pop("enabled", None)
         window, every = int(options.pop("window")), int(options.pop("decide_every"))
         heuristic, block_window = str(options.pop("heuristic")), int(options.pop("block_window"))
-        return cls(GateConfig(**options), window, every, seed, heuristic, block_window)
+        margin = options.pop("candidate_margin")
+        return cls(GateConfig(**options), window, every, seed, heuristic, block_window,
+                   None if margin is None else float(margin))
 
     @property
     def by_block(self) -> bool:
@@ -167,6 +174,18 @@ class RoutingGate:
                                  kv_cache_usage=_column(replicas, "kv_cache_usage"),
                                  prefix_match=prefix_match)
         return ties[0] if len(ties) == 1 else ties[int(rng.integers(len(ties)))]
+
+    def candidates(self, request_fields: dict, prefix_match: list[float] | None) -> list[int] | None:
+        """The replicas the model may choose from: those the scorer rates within
+        ``candidate_margin`` of its best (None: every replica)."""
+        if self.candidate_margin is None:
+            return None
+        replicas = request_fields.get("replicas") or [
+            {"load": load} for load in request_fields["replica_loads"]]
+        return near_best_replicas([r["load"] for r in replicas], self.candidate_margin,
+                                  running=_column(replicas, "running"), waiting=_column(replicas, "waiting"),
+                                  kv_cache_usage=_column(replicas, "kv_cache_usage"),
+                                  prefix_match=prefix_match)
 
     def explore(self, q_values: Sequence[float], epsilon: float) -> int:
         """The model arm's pick: greedy, except with probability ``epsilon`` a random replica

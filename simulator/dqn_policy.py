@@ -151,7 +151,10 @@ class DQNPolicy:
         elif arm == HEURISTIC:  # the service's fallback, from what the service knows
             action = self.gate.heuristic_choice(request_fields, shares, rng)
         else:
-            q = self.agent.q_values(obs)[: len(names)]
+            q = np.asarray(self.agent.q_values(obs)[: len(names)], dtype=float)
+            allowed = self.gate.candidates(request_fields, shares)
+            if allowed is not None:  # the model chooses among the scorer's near-best only
+                q[np.setdiff1d(np.arange(len(names)), allowed)] = -np.inf
             action = self.gate.explore(q, 0.0 if self.mode == "eval" else float(self.agent.epsilon))
         if self.prefix_index is not None:  # as the service does after every decision, any arm's
             self.prefix_index.remember(names[action], hashes)

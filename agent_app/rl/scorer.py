@@ -96,6 +96,18 @@ def best_replicas(loads: Sequence[float], *, running: Signal = None, waiting: Si
     return [i for i, score in enumerate(scores) if score == best]
 
 
+def near_best_replicas(loads: Sequence[float], margin: float, *, running: Signal = None,
+                       waiting: Signal = None, kv_cache_usage: Signal = None, prefix_match: Signal = None,
+                       weights: ScorerWeights = DEFAULT_WEIGHTS) -> list[int]:
+    """The indices of the replicas scoring within ``margin`` of the best, in order: the choices the
+    model is allowed when it routes (docs/design.md, "the model chooses among the heuristic's
+    near-best")."""
+    scores = heuristic_scores(loads, running=running, waiting=waiting, kv_cache_usage=kv_cache_usage,
+                              prefix_match=prefix_match, weights=weights)
+    floor = max(scores) - margin
+    return [i for i, score in enumerate(scores) if score >= floor]
+
+
 def heuristic_choice(loads: Sequence[float], *, running: Signal = None, waiting: Signal = None,
                      kv_cache_usage: Signal = None, prefix_match: Signal = None,
                      weights: ScorerWeights = DEFAULT_WEIGHTS,

@@ -14,6 +14,7 @@ from agent_app.rl.scorer import (
     best_replicas,
     heuristic_choice,
     heuristic_scores,
+    near_best_replicas,
 )
 
 
@@ -92,3 +93,12 @@ def test_ties_are_broken_at_random_among_the_best_and_weights_are_configurable()
     assert picks == {0, 1}
     prefix_heavy = ScorerWeights(queue=1.0, kv_cache=0.0, prefix=10.0)
     assert heuristic_choice([40, 6], prefix_match=[1.0, 0.0], weights=prefix_heavy) == 0
+
+
+def test_the_near_best_replicas_are_those_within_the_margin_of_the_best_score() -> None:
+    # Loads alone: 5 x (3 + 1) / (load + 1) = 3.33, 5 and 2.5.
+    assert near_best_replicas([5, 3, 7], 1.0) == [1]
+    assert near_best_replicas([5, 3, 7], 2.0) == [0, 1]
+    assert near_best_replicas([5, 3, 7], 100.0) == [0, 1, 2]
+    # A held prefix brings a busier replica within the margin of the shortest queue: 5 and 5.43.
+    assert near_best_replicas([1, 6], 1.0, prefix_match=[0.0, 1.0]) == [0, 1]

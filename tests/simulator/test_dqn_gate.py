@@ -253,3 +253,23 @@ def test_the_gated_dqn_routes_in_blocks_of_simulated_time() -> None:
     assert gate["config"]["assignment"] == "block" and gate["blocks"][MODEL] > 0
     assert gate["routed"][MODEL] > 0 and gate["routed"][MODEL] + gate["routed"][HEURISTIC] == 600
     assert policy.trained_on == 600
+
+
+def test_the_model_arm_chooses_among_the_scorers_near_best_only() -> None:
+    def picks(gate: dict) -> set[int]:
+        policy = DQNPolicy(train_requests=0, config_overrides=PER_REPLICA,
+                           gate={"trial_fraction": 1.0, **gate})
+        policy.start(Context())
+        policy.set_mode("eval")
+        chosen = set()
+        for kv in np.linspace(0.0, 0.9, 10):
+            replicas = [{"name": f"r{i}", "load": 2 + w, "running": 2, "waiting": w, "kv_cache_usage": u}
+                        for i, (w, u) in enumerate(zip([5, 0, 5], [kv, 0.9 - kv, kv], strict=True))]
+            body = {"replica_loads": [r["load"] for r in replicas], "queue_depth": 2,
+                    "recent_latency_ms": 100, "current_rps": 1, "success_rate": 1, "replicas": replicas}
+            chosen.add(policy.choose(body, np.random.default_rng(0)))
+        return chosen
+
+    # Queues 5, 0 and 5 waiting: the scorer rates r1 at least 4 points above the others.
+    assert picks({}) == {1}  # the default margin, the service's: 1 point
+    assert picks({"candidate_margin": 1000.0}) <= {0, 1, 2}
