@@ -60,14 +60,18 @@ def _floats(count: int) -> struct.Struct:
 
 
 def encode_decision(model_version: int, action: int, state: Sequence[float], *, arm: str = "",
-                    replica: str = "", prompt_tokens: float | None = None) -> str:
+                    replica: str = "", prompt_tokens: float | None = None,
+                    decided_at: float | None = None) -> str:
+    """The signed id of one decision; ``decided_at`` (unix seconds, now by default) is the clock
+    reading the arm was chosen at, so the decision is filed in the gate block it was routed in."""
     try:
         values = _floats(len(state)).pack(*state)  # float32, as np.float32 would round them
     except (OverflowError, struct.error):  # beyond float32's range: NumPy makes it infinite
         values = np.asarray(state, np.float32).tobytes()
     name = replica.encode()[:255]
     tokens = math.nan if prompt_tokens is None else float(prompt_tokens)
-    payload = _HEADER.pack(_FORMAT, model_version, action, time.time(), ARMS.index(arm), tokens, len(name))
+    decided_at = time.time() if decided_at is None else decided_at
+    payload = _HEADER.pack(_FORMAT, model_version, action, decided_at, ARMS.index(arm), tokens, len(name))
     payload += name + values
     mac = _mac().copy()
     mac.update(payload)

@@ -185,6 +185,25 @@ class ReplicaLatencyBin(models.Model):
         ]
 
 
+class GateBlock(models.Model):
+    """The routing gate's evidence under block assignment (docs/design.md, decision 14): the outcomes
+    of the requests DECIDED in one time block by one arm, summed over every web worker's flushes.
+    The verdict compares the arms' block mean rewards (agent_app/replica_outcomes.py)."""
+
+    pool = pool_field()
+    seconds = models.IntegerField()  # the block length the index counts in (RL_GATE_BLOCK_SECONDS)
+    block = models.BigIntegerField(db_index=True)  # unix seconds of the decision // seconds
+    arm = models.CharField(max_length=16)  # "model" or "heuristic"
+    count = models.BigIntegerField(default=0)
+    reward_sum = models.FloatField(default=0.0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["pool", "seconds", "block", "arm"],
+                                    name="one_gate_block_per_pool_key")
+        ]
+
+
 class TrainingLease(models.Model):
     """A row claimed with a conditional update: whoever holds an unexpired lease trains alone."""
 

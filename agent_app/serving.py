@@ -25,8 +25,8 @@ from agent_app.host_metrics import HostMetrics
 from agent_app.models import AgentConfig, AgentState, ApiKey, Pool, ReplicaSelection
 from agent_app.pools import DEFAULT_POOL, ensure_pool, pool_scope
 from agent_app.prefix_index import get_prefix_index
-from agent_app.replica_outcomes import OutcomeTally, arm_totals, replica_statistics
-from agent_app.rl.gate import HEURISTIC, MODEL, ArmTotals, GateConfig, Verdict, decide
+from agent_app.replica_outcomes import OutcomeTally, arm_totals, gate_block_means, replica_statistics
+from agent_app.rl.gate import HEURISTIC, MODEL, ArmTotals, GateConfig, Verdict, decide, decide_blocks
 from agent_app.rl.inference import NumpyQNetwork, weights_from_bytes
 from agent_app.rl.reward import RewardConfig
 from agent_app.rl.set_inference import SET_DIMS_KEY, NumpySetQNetwork
@@ -59,7 +59,9 @@ class ServingSnapshot:
     router: str = HEURISTIC
     gate: GateConfig = field(default_factory=GateConfig)
     verdict: Verdict | None = None
-    arms: dict[str, ArmTotals] = field(default_factory=dict)
+    arms: dict[str, ArmTotals] = field(default_factory=dict)  # per-request reward totals per arm
+    # Under block assignment, per arm its settled block means' count and sum (the verdict's evidence).
+    block_arms: dict[str, ArmTotals] = field(default_factory=dict)
 
     @property
     def gate_reason(self) -> str:
@@ -68,13 +70,16 @@ class ServingSnapshot:
 
     @property
     def holdout_reason(self) -> str:
-        return "holdout: the heuristic keeps a share of requests so the model stays measured against it"
+        unit = "time blocks" if self.gate.assignment == "block" else "requests"
+        return f"holdout: the heuristic keeps a share of {unit} so the model stays measured against it"
 
 
 def gate_config() -> GateConfig:
     return GateConfig(
         trial_fraction=settings.RL_TRIAL_FRACTION, holdout_fraction=settings.RL_HOLDOUT_FRACTION,
         min_samples=settings.RL_GATE_MIN_OUTCOMES, exploration_margin=settings.RL_EXPLORATION_MARGIN,
+        assignment=settings.RL_GATE_ASSIGNMENT, block_seconds=settings.RL_GATE_BLOCK_SECONDS,
+        min_blocks=settings.RL_GATE_MIN_BLOCKS,
     )
 
 
@@ -213,6 +218,8 @@ class PolicyCache:
         rows = {row.pop("pool"): row for row in rows}
         configs = {c.pool: c for c in AgentConfig.objects.filter(pool__in=pools)}
         stats, arms = replica_statistics(pools), arm_totals(pools)
+        gate = gate_config()
+        blocks = gate_block_means(pools) if gate.assignment == "block" else None
         for pool in pools:
             snap = self.snapshots.get(pool)
             if snap is None and not adding:
@@ -220,11 +227,15 @@ class PolicyCache:
             with pool_scope(pool):
                 config = configs.get(pool) or AgentConfig.load()
                 snap = snap or ServingSnapshot()
-                self.snapshots[pool] = self._load_pool(pool, snap, rows.get(pool), config,
-                                                       stats.get(pool, {}), arms.get(pool, {}))
+                self.snapshots[pool] = self._load_pool(
+                    pool, snap, rows.get(pool), config, stats.get(pool, {}), arms.get(pool, {}), gate,
+                    None if blocks is None else blocks.get(pool, {}))
 
     def _load_pool(self, pool: str, snap: ServingSnapshot, row: dict | None, config: AgentConfig,
-                   replica_stats: dict, arms: dict[str, ArmTotals]) -> ServingSnapshot:
+                   replica_stats: dict, arms: dict[str, ArmTotals], gate: GateConfig,
+                   block_means: dict[str, list[float]] | None) -> ServingSnapshot:
+        """The pool's new snapshot. The gate's verdict is on ``block_means`` (each arm's settled
+        block mean rewards) under block assignment, else on the per-request ``arms`` totals."""
         row = dict(row or _NO_STATE)
         network, blob, reason = snap.network, snap.weights_blob, snap.fallback_reason
         if row["model_version"] != snap.model_version or (network is None and row["model_version"]):
@@ -236,17 +247,22 @@ class PolicyCache:
         exploration = config.exploration_enabled
         if exploration is None:
             exploration = settings.RL_EXPLORATION
-        gate = gate_config()
-        verdict = decide(arms.get(MODEL, ArmTotals()), arms.get(HEURISTIC, ArmTotals()), row["router"], gate)
-        if verdict.leader != row["router"]:
-            row["router"] = self._switch_router(pool, row["router"], verdict)
+        router = row["router"]
+        if block_means is None:
+            verdict = decide(arms.get(MODEL, ArmTotals()), arms.get(HEURISTIC, ArmTotals()), router, gate)
+            block_arms = {}
+        else:
+            verdict = decide_blocks(block_means.get(MODEL, []), block_means.get(HEURISTIC, []), router, gate)
+            block_arms = {arm: ArmTotals.of(means) for arm, means in block_means.items()}
+        if verdict.leader != router:
+            row["router"] = self._switch_router(pool, router, verdict)
         return ServingSnapshot(
             network=network, network_kind=_kind(network), weights_blob=blob,
             model_version=row["model_version"], steps_done=row["steps_done"],
             epsilon=row["epsilon"], exploration=exploration, reward_config=reward_config_from(config),
             memory=self._memory, cpu=self._cpu, api_key_digests=self._digests,
             fallback_reason=reason, refreshed_at=time.time(), replica_stats=replica_stats,
-            router=row["router"], gate=gate, verdict=verdict, arms=arms,
+            router=row["router"], gate=gate, verdict=verdict, arms=arms, block_arms=block_arms,
         )
 
     @staticmethod

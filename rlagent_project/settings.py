@@ -232,24 +232,61 @@ CHECKPOINT_EVERY_STEPS = env_int("CHECKPOINT_EVERY_STEPS", 500, minimum=1)
 CHECKPOINT_KEEP = env_int("CHECKPOINT_KEEP", 5, minimum=1)
 # Gradient steps a model needs before it routes; until then least-loaded decides (and says so).
 RL_MIN_TRAINING_STEPS = env_int("RL_MIN_TRAINING_STEPS", 100, minimum=0)
-# Who routes (docs/design.md, decision 14): least-loaded until the model's own decisions, a
-# RL_TRIAL_FRACTION of requests, are measured better on live traffic (mean reward over
-# RL_GATE_WINDOW_SECONDS, RL_GATE_MIN_OUTCOMES per side, 2 standard errors); then the model, with
-# RL_HOLDOUT_FRACTION still routed by least-loaded so a model that gets worse hands back. false:
-# the model routes as soon as it has RL_MIN_TRAINING_STEPS (the original specification's behaviour).
+# Who routes (docs/design.md, decision 14): the heuristic until the model's own decisions, a
+# RL_TRIAL_FRACTION of the traffic, are measured better on live traffic (2 standard errors over
+# RL_GATE_WINDOW_SECONDS); then the model, with RL_HOLDOUT_FRACTION still routed by the heuristic
+# so a model that gets worse hands back. false: the model routes as soon as it has
+# RL_MIN_TRAINING_STEPS (the original specification's behaviour).
 RL_ROUTING_GATE = env_bool("RL_ROUTING_GATE", True)
 RL_TRIAL_FRACTION = env_float("RL_TRIAL_FRACTION", 0.1, minimum=0.0, maximum=1.0)
 RL_HOLDOUT_FRACTION = env_float("RL_HOLDOUT_FRACTION", 0.05, minimum=0.0, maximum=1.0)
+# "block": time is cut into blocks of RL_GATE_BLOCK_SECONDS, one arm routes a whole block (the
+# model a share of blocks) and the verdict compares block mean rewards, RL_GATE_MIN_BLOCKS settled
+# blocks a side; each arm is judged at full share. "request": each request's arm drawn at random
+# and per-request mean rewards compared, RL_GATE_MIN_OUTCOMES a side; the model's few requests
+# then ride on a cluster the heuristic keeps balanced, which flatters it.
+RL_GATE_ASSIGNMENT = env_choice("RL_GATE_ASSIGNMENT", "block", ("block", "request"))
+# Several times a request's latency, so most requests of a block meet a cluster its own arm shaped.
+RL_GATE_BLOCK_SECONDS = env_int("RL_GATE_BLOCK_SECONDS", 60, minimum=5, maximum=3600)
+RL_GATE_MIN_BLOCKS = env_int("RL_GATE_MIN_BLOCKS", 8, minimum=2)
 # 100 a side in 30 minutes: at a 10 % trial that is 1 000 requests, so a cluster serving 1 request
 # per second can still switch (with 200 in 10 minutes one below 3.3 requests/s never could).
 RL_GATE_MIN_OUTCOMES = env_int("RL_GATE_MIN_OUTCOMES", 100, minimum=1)
-RL_GATE_WINDOW_SECONDS = env_float("RL_GATE_WINDOW_SECONDS", 1800.0, minimum=10.0, maximum=86_400.0)
+# Blocks need hours: 8 model blocks of 60 s at a 10 % trial are 80 minutes of traffic, 8 heuristic
+# blocks at a 5 % holdout 160 minutes.
+RL_GATE_WINDOW_SECONDS = env_float("RL_GATE_WINDOW_SECONDS", 10_800.0 if RL_GATE_ASSIGNMENT == "block"
+                                   else 1800.0, minimum=10.0, maximum=86_400.0)
+
+
+def _check_gate_window() -> None:
+    """Under block assignment the window must hold RL_GATE_MIN_BLOCKS blocks of the smaller non-zero
+    share, or the gate could never decide."""
+    shares = [share for share in (RL_TRIAL_FRACTION, RL_HOLDOUT_FRACTION) if share > 0]
+    if not shares:
+        return
+    needed = RL_GATE_MIN_BLOCKS * RL_GATE_BLOCK_SECONDS / min(shares)
+    if RL_GATE_WINDOW_SECONDS < needed:
+        raise ImproperlyConfigured(
+            f"Environment variable RL_GATE_WINDOW_SECONDS={RL_GATE_WINDOW_SECONDS:g} is too short for "
+            f"RL_GATE_ASSIGNMENT=block: RL_GATE_MIN_BLOCKS={RL_GATE_MIN_BLOCKS} blocks of "
+            f"RL_GATE_BLOCK_SECONDS={RL_GATE_BLOCK_SECONDS} at the smaller share (RL_TRIAL_FRACTION="
+            f"{RL_TRIAL_FRACTION:g}, RL_HOLDOUT_FRACTION={RL_HOLDOUT_FRACTION:g}) need at least "
+            f"{RL_GATE_MIN_BLOCKS} x {RL_GATE_BLOCK_SECONDS} / {min(shares):g} = {needed:g} seconds.")
+
+
+if RL_GATE_ASSIGNMENT == "block":
+    _check_gate_window()
 # The heuristic that routes when the model does not (the gate's heuristic arm, and the fallback):
 # "scorer" weighs each replica's queue, KV-cache headroom and prefix match (agent_app/rl/scorer.py)
 # and is exactly least-loaded when only loads are known; "least_loaded" ignores everything else.
 RL_HEURISTIC = env_choice("RL_HEURISTIC", "scorer", ("scorer", "least_loaded"))
 # With the gate on, exploration picks among replicas whose Q is within this of the best (reward units).
 RL_EXPLORATION_MARGIN = env_float("RL_EXPLORATION_MARGIN", 0.5, minimum=0.0)
+# With the gate on, the model chooses only among the replicas the scorer (agent_app/rl/scorer.py)
+# rates within this many points of its best (a full prefix match is worth 4, the shortest queue 5):
+# it refines the heuristic's choice with what it learned instead of overruling it. A large value
+# lets it choose any replica. docs/design.md, decision 14.
+RL_MODEL_CANDIDATE_MARGIN = env_float("RL_MODEL_CANDIDATE_MARGIN", 1.0, minimum=0.0)
 # The Q-network: "per_replica" scores each replica with shared weights, so one model serves any
 # cluster up to MAX_REPLICAS and named replicas may come and go; "mlp" is the original
 # specification's (N + 7 inputs, one output per position of NUM_REPLICAS replicas). per_replica

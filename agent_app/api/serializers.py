@@ -242,7 +242,7 @@ class ExperienceRequest(LeanSerializer):
             raise serializers.ValidationError({"decision_id": "decision is malformed"})
         _check_loads(attrs, n)
         attrs.update(state=state, action=decision.action, replica=decision.replica, routed_by=decision.arm,
-                     prompt_tokens=decision.prompt_tokens)
+                     prompt_tokens=decision.prompt_tokens, decided_at=decision.decided_at)
         return attrs
 
 

@@ -113,7 +113,7 @@ def _outcomes(items: Sequence[dict[str, Any]], rewards: Sequence[float], pool: s
     return [Outcome(replica=item["replica"], arm=item.get("routed_by", ""), success=item["success"],
                     latency_ms=item["latency_ms"], reward=reward, ttft_ms=item.get("ttft_ms"),
                     prompt_tokens=item.get("prompt_tokens"), output_tokens=item.get("output_tokens"),
-                    pool=pool)
+                    pool=pool, decided_at=item.get("decided_at"))
             for item, reward in zip(items, rewards, strict=True)]
 
 

@@ -1,10 +1,10 @@
 """Creating and deleting replica pools: the admin, `manage.py create_pool` and `delete_pool`.
 
 Deleting a pool removes everything it holds, so its name can be reused at once for a new, empty
-pool: agent state, configuration, replay buffer, outcome statistics and latency histograms,
-decision counts, history, checkpoints (rows and files) and its prefix-index entries. It runs under
-the pool's training lease, so no trainer of that pool writes meanwhile; the operator audit log
-keeps its entries and records the deletion. The default pool cannot be deleted.
+pool: agent state, configuration, replay buffer, outcome statistics, latency histograms, the
+routing gate's blocks, decision counts, history, checkpoints (rows and files) and its prefix-index
+entries. It runs under the pool's training lease, so no trainer of that pool writes meanwhile; the
+operator audit log keeps its entries and records the deletion. The default pool cannot be deleted.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from agent_app.models import (
     ArmOutcome,
     Checkpoint,
     Experience,
+    GateBlock,
     MetricSample,
     Pool,
     ReplicaLatencyBin,
@@ -37,7 +38,7 @@ from agent_app.services.refusals import TrainingBusy
 log = logging.getLogger(__name__)
 # Every table whose rows belong to one pool (besides the replay store's own, which it clears).
 POOL_TABLES = (AgentState, AgentConfig, Experience, Checkpoint, ReplicaSelection, ReplicaOutcome,
-               ReplicaLatencyBin, ArmOutcome, ArmLatencyBucket, MetricSample)
+               ReplicaLatencyBin, GateBlock, ArmOutcome, ArmLatencyBucket, MetricSample)
 
 
 def create_pool(name: str, description: str = "") -> tuple[Pool, bool]:

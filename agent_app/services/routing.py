@@ -7,7 +7,9 @@ REPLICA_NAMES) or as named `replicas` with optional signals and request features
 
 from __future__ import annotations
 
+import math
 import random
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,18 +19,19 @@ from django.conf import settings
 from agent_app.decisions import encode_decision
 from agent_app.pools import DEFAULT_POOL
 from agent_app.prefix_index import get_prefix_index, prefix_names
-from agent_app.rl.gate import HEURISTIC, MODEL, assign_arm, bounded_explore
+from agent_app.rl.gate import HEURISTIC, MODEL, assign_arm, assign_block, block_index, bounded_explore
 from agent_app.rl.policy import least_loaded, softmax_confidence
 from agent_app.rl.replica_features import (
     compact_observation,
     encode_context,
     encode_rows,
 )
-from agent_app.rl.scorer import heuristic_choice
+from agent_app.rl.scorer import heuristic_choice, near_best_replicas
 from agent_app.rl.state import build_state, normalize_one, time_of_day_now
 from agent_app.serving import ServingSnapshot, policy_cache
 
 _rng = random.Random()
+clock = time.time  # the decision's time and so its gate block (a test may stop it)
 REPORTED_SIGNALS = ("running", "waiting", "kv_cache_usage")
 HEURISTIC_POLICIES = ("least_loaded", "scorer")  # the heuristic decided (the response says why)
 
@@ -70,17 +73,23 @@ def select_replica(
         q = net.q_values(normalize_one(state, n)) if rows is None else net.score(rows, context)
         q_values = q.tolist()  # Python floats from here
 
+    # One reading for the arm and the decision id: a decision at a block boundary is filed in the
+    # block that chose its arm.
+    now = clock()
     arm = HEURISTIC
     if q_values is not None:
-        arm = assign_arm(snap.router, snap.gate, _rng) if settings.RL_ROUTING_GATE else MODEL
+        arm = _gate_arm(snap, now) if settings.RL_ROUTING_GATE else MODEL
     explore = arm == MODEL or not settings.RL_ROUTING_GATE  # without the gate, as the specification has it
     explore = explore and snap.exploration and _rng.random() < snap.epsilon
+    choices = q_values
+    if arm == MODEL and settings.RL_ROUTING_GATE:  # the model refines the heuristic's near-best
+        choices = _near_best_only(q_values, loads, replicas, request, matches)
     if explore:
         near = q_values is not None and settings.RL_ROUTING_GATE
-        action = bounded_explore(q_values, snap.gate.exploration_margin, _rng) if near else _rng.randrange(n)
+        action = bounded_explore(choices, snap.gate.exploration_margin, _rng) if near else _rng.randrange(n)
         policy = "explore"
     elif arm == MODEL:
-        action, policy = q_values.index(max(q_values)), "dqn"  # the first best, as np.argmax
+        action, policy = choices.index(max(choices)), "dqn"  # the first best, as np.argmax
     else:
         action, policy = _heuristic(loads, replicas, request, matches)
         reason = reason or (snap.gate_reason if snap.router == HEURISTIC else snap.holdout_reason)
@@ -100,10 +109,19 @@ def select_replica(
         "model_version": snap.model_version,
         "decision_id": encode_decision(snap.model_version, action, observation,
                                        arm=arm if settings.RL_ROUTING_GATE else "", replica=names[action],
-                                       prompt_tokens=request.get("prompt_tokens")),
+                                       prompt_tokens=request.get("prompt_tokens"), decided_at=now),
         "state": state,
         "prefix_match": _prefix_match(hashes, matches, action) if rows is not None else None,
     }
+
+
+def _gate_arm(snap: ServingSnapshot, now: float) -> str:
+    """The arm that routes a request decided at ``now``: its block's arm under block assignment
+    (the same in every web worker), else a random draw at the gate's shares."""
+    gate = snap.gate
+    if gate.assignment == "block":
+        return assign_block(snap.router, gate, block_index(now, gate.block_seconds))
+    return assign_arm(snap.router, gate, _rng)
 
 
 def _heuristic(loads: Sequence[float], replicas: Sequence[dict] | None, request: dict,
@@ -111,12 +129,29 @@ def _heuristic(loads: Sequence[float], replicas: Sequence[dict] | None, request:
     """The heuristic's choice and its name: the scorer (agent_app/rl/scorer.py) when the gateway
     reported queues or KV use or the request's prefix was matched, else least-loaded (which the
     scorer is, on loads alone)."""
-    reported = {key: [r.get(key) for r in replicas] for key in REPORTED_SIGNALS
-                if any(key in r for r in replicas)} if replicas is not None else {}
-    if settings.RL_HEURISTIC == "least_loaded" or (not reported and matches is None):
+    signals = _scorer_signals(replicas, request, matches)
+    if settings.RL_HEURISTIC == "least_loaded" or not signals:
         return least_loaded(loads), "least_loaded"
-    prefix = [m / len(request["prefix_hashes"]) for m in matches] if matches is not None else None
-    return heuristic_choice(loads, **reported, prefix_match=prefix, rng=_rng), "scorer"
+    return heuristic_choice(loads, **signals, rng=_rng), "scorer"
+
+
+def _near_best_only(q_values: list[float], loads: Sequence[float], replicas: Sequence[dict] | None,
+                    request: dict, matches: list[int] | None) -> list[float]:
+    """The Q-values with -inf for every replica the scorer rates more than RL_MODEL_CANDIDATE_MARGIN
+    below its best: the model chooses among the heuristic's near-best (docs/design.md, decision 14)."""
+    allowed = set(near_best_replicas(loads, settings.RL_MODEL_CANDIDATE_MARGIN,
+                                     **_scorer_signals(replicas, request, matches)))
+    return [q if i in allowed else -math.inf for i, q in enumerate(q_values)]
+
+
+def _scorer_signals(replicas: Sequence[dict] | None, request: dict,
+                    matches: list[int] | None) -> dict[str, list]:
+    """What the scorer reads besides the loads: the reported signals and the prefix match shares."""
+    signals = {key: [r.get(key) for r in replicas] for key in REPORTED_SIGNALS
+               if any(key in r for r in replicas)} if replicas is not None else {}
+    if matches is not None:
+        signals["prefix_match"] = [m / len(request["prefix_hashes"]) for m in matches]
+    return signals
 
 
 def _prefix_match(hashes: list[str] | None, matches: list[int] | None, action: int) -> dict | None:

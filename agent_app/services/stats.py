@@ -13,6 +13,7 @@ from agent_app.models import AgentState, ReplicaSelection
 from agent_app.pools import current_pool, model_path
 from agent_app.prefix_index import get_prefix_index
 from agent_app.replay import StoreUnavailable, get_replay_store
+from agent_app.rl.gate import ArmTotals
 from agent_app.services import checkpoint_health
 from agent_app.services.ab_testing import ab_results
 from agent_app.serving import ServingSnapshot, policy_cache
@@ -73,15 +74,27 @@ def agent_stats() -> dict[str, Any]:
 
 
 def routing_summary(snap: ServingSnapshot) -> dict[str, Any]:
-    """Who routes and why: the gate's state, each arm's evidence and the network in use."""
-    arms = {name: {"outcomes": totals.count, "mean_reward": round(totals.mean, 6)}
-            for name, totals in sorted(snap.arms.items())}
+    """Who routes and why: the gate's state, each arm's evidence and the network in use. Per arm, its
+    per-request outcomes and mean reward; under block assignment also its settled blocks and their
+    mean block reward, which the verdict compares."""
+    by_block = snap.gate.assignment == "block"
+    names = sorted(snap.arms.keys() | snap.block_arms.keys()) if by_block else sorted(snap.arms)
+    arms = {}
+    for name in names:
+        totals = snap.arms.get(name, ArmTotals())
+        arms[name] = {"outcomes": totals.count, "mean_reward": round(totals.mean, 6)}
+        if by_block:
+            blocks = snap.block_arms.get(name, ArmTotals())
+            arms[name].update(blocks=blocks.count,
+                              mean_block_reward=round(blocks.mean, 6) if blocks.count else None)
     return {
         "network": settings.RL_NETWORK,
         "gate": settings.RL_ROUTING_GATE,
         "routes": snap.router if settings.RL_ROUTING_GATE else "model",
         "evidence": snap.verdict.to_dict() if snap.verdict else None,
         "arms": arms,
+        "assignment": snap.gate.assignment,
+        "block_seconds": snap.gate.block_seconds if by_block else None,
         "trial_fraction": snap.gate.trial_fraction,
         "holdout_fraction": snap.gate.holdout_fraction,
     }

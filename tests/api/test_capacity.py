@@ -205,7 +205,7 @@ def test_a_flush_after_a_database_error_keeps_the_sums_and_the_histograms_pendin
                      ttft_ms=40.0)
     tally.add([served, served])
     with monkeypatch.context() as broken:
-        broken.setattr(replica_outcomes, "_add_bins_sql", lambda: "INSERT INTO no_such_table VALUES (%s)")
+        broken.setattr(replica_outcomes, "_add_sql", lambda *args: "INSERT INTO no_such_table VALUES (%s)")
         with pytest.raises(DatabaseError):
             tally.flush()
     assert not ReplicaOutcome.objects.exists() and not ReplicaLatencyBin.objects.exists()  # one transaction

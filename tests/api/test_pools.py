@@ -17,6 +17,7 @@ from agent_app.models import (
     Checkpoint,
     ConfigChange,
     Experience,
+    GateBlock,
     Pool,
     ReplicaLatencyBin,
     ReplicaOutcome,
@@ -169,6 +170,8 @@ def test_deleting_a_pool_removes_its_data_and_frees_its_name(pools, model_path):
     report(pools, 10, "beta")
     pools.post("/select_replica", {**SEED_SELECT, "pool": "alpha"}, format="json")
     assert ReplicaLatencyBin.objects.filter(pool="alpha").exists()  # the reports' latencies, flushed
+    for pool in ("alpha", "beta"):  # the routing gate's evidence
+        GateBlock.objects.create(pool=pool, seconds=60, block=1, arm="model", count=1, reward_sum=0.5)
 
     delete_pool(name="alpha", username="ops")
     assert not Pool.objects.filter(name="alpha").exists()
@@ -178,6 +181,7 @@ def test_deleting_a_pool_removes_its_data_and_frees_its_name(pools, model_path):
     assert not ReplicaOutcome.objects.filter(pool="alpha").exists()
     assert not ReplicaLatencyBin.objects.filter(pool="alpha").exists()
     assert ReplicaLatencyBin.objects.filter(pool="beta").exists()
+    assert list(GateBlock.objects.values_list("pool", flat=True)) == ["beta"]
     assert not Path(saved["versioned_path"]).exists()
     assert ConfigChange.objects.filter(pool="alpha", field="pool deleted").exists()
     assert get_replay_store("beta").size() == 10  # another pool keeps everything
