@@ -29,6 +29,8 @@ from agent_app.rl.gate import (
     bounded_explore,
     decide,
     decide_blocks,
+    decide_paired,
+    paired_block_differences,
 )
 from agent_app.rl.scorer import best_replicas, near_best_replicas
 
@@ -129,8 +131,13 @@ class RoutingGate:
         """Settle the blocks that ended a block length ago, decide on every settled block, then
         fix the new block's arm under the (possibly new) leader."""
         self._settle(block - 1)
-        self._switch_if(decide_blocks(self._means(MODEL), self._means(HEURISTIC), self.leader,
-                                      self.config), phase, block)
+        if self.config.paired:
+            differences = paired_block_differences(self._block_means(MODEL), self._block_means(HEURISTIC),
+                                                   self.leader)
+            verdict = decide_paired(differences, self.leader, self.config)
+        else:
+            verdict = decide_blocks(self._means(MODEL), self._means(HEURISTIC), self.leader, self.config)
+        self._switch_if(verdict, phase, block)
         self.block = block
         self.block_arm = assign_block(self.leader, self.config, block)
         self.blocks[self.block_arm] += 1
@@ -149,8 +156,12 @@ class RoutingGate:
 
     def _means(self, arm: str) -> list[float]:
         """Mean reward of each settled block of ``arm`` that has outcomes."""
-        tallies = (self._tallies[b] for b in self._settled[arm])
-        return [total / count for _, count, total in tallies if count]
+        return list(self._block_means(arm).values())
+
+    def _block_means(self, arm: str) -> dict[int, float]:
+        """Per settled block of ``arm`` with outcomes, its mean reward."""
+        tallies = ((b, self._tallies[b]) for b in self._settled[arm])
+        return {b: total / count for b, (_, count, total) in tallies if count}
 
     def heuristic_choice(self, request_fields: dict, prefix_match: list[float] | None,
                          rng: np.random.Generator) -> int:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 MODEL, HEURISTIC = "model", "heuristic"
@@ -45,6 +45,9 @@ class GateConfig:
     assignment: str = "request"
     block_seconds: float = 60.0  # several times a request's latency, so a block sees its own arm
     min_blocks: int = 8  # per arm before a block verdict
+    # Block verdicts on each minority block against its neighbours (decide_paired) rather than on
+    # the two arms' block means taken as independent samples (decide_blocks).
+    paired: bool = False
 
     def __post_init__(self) -> None:
         for name in ("trial_fraction", "holdout_fraction"):
@@ -125,6 +128,38 @@ def decide_blocks(model_means: Iterable[float], heuristic_means: Iterable[float]
                   config.min_blocks, "blocks")
 
 
+def paired_block_differences(model: Mapping[int, float], heuristic: Mapping[int, float],
+                             current: str) -> list[float]:
+    """Model minus heuristic, one difference per block of the arm that does not lead (the
+    minority's): its mean reward against the mean of the nearest blocks of the other arm just
+    before and just after it (one of them at the edges, none within two blocks: skipped). Traffic
+    drifts over minutes to hours, so neighbouring blocks share most of it and the differences vary
+    far less than the block means themselves (the switchback's paired estimate)."""
+    minority, majority = (model, heuristic) if current == HEURISTIC else (heuristic, model)
+    sign = 1.0 if current == HEURISTIC else -1.0
+    differences = []
+    for block, mean in minority.items():
+        neighbours = [majority[b] for b in _nearest(block, majority, -1) + _nearest(block, majority, 1)]
+        if neighbours:
+            differences.append(sign * (mean - math.fsum(neighbours) / len(neighbours)))
+    return differences
+
+
+def _nearest(block: int, blocks: Mapping[int, float], step: int) -> list[int]:
+    """The block of ``blocks`` next to ``block`` in direction ``step``, within two blocks."""
+    return next(([b] for b in (block + step, block + 2 * step) if b in blocks), [])
+
+
+def decide_paired(differences: Iterable[float], current: str, config: GateConfig) -> Verdict:
+    """``decide_blocks`` on paired differences (``paired_block_differences``): the lead is their
+    mean and its standard error comes from their spread."""
+    paired = ArmTotals.of(differences)
+    if paired.count < config.min_blocks:
+        return Verdict(current, paired.mean, math.inf,
+                       f"{paired.count} paired blocks; {config.min_blocks} are needed")
+    return _verdict(paired.mean, math.sqrt(paired.variance / paired.count), current, config)
+
+
 def _judge(model: ArmTotals, heuristic: ArmTotals, current: str, config: GateConfig, minimum: int,
            unit: str) -> Verdict:
     """The z / z_back hysteresis on two arms' totals, each counting ``unit`` (at least ``minimum``)."""
@@ -134,6 +169,11 @@ def _judge(model: ArmTotals, heuristic: ArmTotals, current: str, config: GateCon
                        f"{model.count} model and {heuristic.count} heuristic {unit}; "
                        f"{minimum} of each are needed")
     stderr = math.sqrt(model.variance / model.count + heuristic.variance / heuristic.count)
+    return _verdict(lead, stderr, current, config)
+
+
+def _verdict(lead: float, stderr: float, current: str, config: GateConfig) -> Verdict:
+    """The z / z_back hysteresis on the model's lead and its standard error."""
     if current == HEURISTIC and lead > config.z * stderr:
         return Verdict(MODEL, lead, stderr, "the model's mean reward is better by more than "
                                             f"{config.z:g} standard errors")

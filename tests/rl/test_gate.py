@@ -4,6 +4,7 @@ on randomised requests or in switchback time blocks."""
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
@@ -20,6 +21,8 @@ from agent_app.rl.gate import (
     bounded_explore,
     decide,
     decide_blocks,
+    decide_paired,
+    paired_block_differences,
 )
 
 CONFIG = GateConfig(min_samples=50)
@@ -130,6 +133,29 @@ def test_the_block_verdict_weighs_the_spread_between_blocks_not_between_requests
     by_block = decide_blocks(*means, HEURISTIC, BLOCKS)
     assert by_block.leader == HEURISTIC
     assert by_block.stderr > 2.5 * decide(*pooled, HEURISTIC, CONFIG).stderr
+
+
+def test_paired_differences_take_each_minority_block_against_its_neighbours() -> None:
+    model = {10: 1.0, 20: 3.0, 30: 0.0}
+    heuristic = {9: 0.0, 11: 0.5, 19: 2.0, 31: -1.0, 40: 5.0}  # 30 has only a later neighbour
+    assert paired_block_differences(model, heuristic, HEURISTIC) == [0.75, 1.0, 1.0]
+    # Once the model leads the heuristic's blocks are the minority; the sign stays model - heuristic.
+    model, heuristic = {9: 1.0, 11: 2.0, 50: 9.0}, {10: 0.5}
+    assert paired_block_differences(model, heuristic, MODEL) == [1.0]
+
+
+def test_a_drifting_cluster_hides_a_lead_from_block_means_but_not_from_pairs() -> None:
+    # The traffic drifts slowly (a sine over 600 blocks), the model's blocks are 0.1 better: block
+    # means vary with the drift, neighbouring blocks share it.
+    rng = random.Random(7)
+    drift = {b: math.sin(b / 100) + rng.gauss(0, 0.05) for b in range(600)}
+    model = {b: drift[b] + 0.1 for b in range(600) if block_arm(b, 0.1) == MODEL}
+    heuristic = {b: drift[b] for b in range(600) if b not in model}
+    independent = decide_blocks(list(model.values()), list(heuristic.values()), HEURISTIC, BLOCKS)
+    assert independent.leader == HEURISTIC
+    paired = decide_paired(paired_block_differences(model, heuristic, HEURISTIC), HEURISTIC, BLOCKS)
+    assert paired.leader == MODEL and paired.lead == pytest.approx(0.1, abs=0.03)
+    assert decide_paired([1.0] * 7, HEURISTIC, BLOCKS).reason == "7 paired blocks; 8 are needed"
 
 
 def test_arm_totals_of_a_list_match_adding_one_at_a_time() -> None:
