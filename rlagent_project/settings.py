@@ -405,7 +405,11 @@ if PREFIX_INDEX_STORE == "redis" and not REDIS_HOST:
 PREFIX_INDEX_BLOCKS_PER_REPLICA = env_int("PREFIX_INDEX_BLOCKS_PER_REPLICA", 8192, minimum=16,
                                           maximum=1_000_000)
 PREFIX_INDEX_MAX_REPLICAS = env_int("PREFIX_INDEX_MAX_REPLICAS", 256, minimum=1, maximum=10_000)
-PREFIX_INDEX_PENDING_BLOCKS = env_int("PREFIX_INDEX_PENDING_BLOCKS", 16384, minimum=64, maximum=10_000_000)
+# Blocks a web worker buffers between two writes: 256 requests of 512 hashes per refresh, so a busy
+# worker's long prompts are not dropped (with 16 384, tens of long-prompt requests a second
+# overflowed it and the cache hits on Mooncake through the API fell from 22.8 % to 15.7 %); about
+# 140 bytes each, 18 MiB when full, which it only gets while Redis does not answer.
+PREFIX_INDEX_PENDING_BLOCKS = env_int("PREFIX_INDEX_PENDING_BLOCKS", 131_072, minimum=64, maximum=10_000_000)
 # How long a match may wait for Redis, and how long Redis is left alone after it failed.
 PREFIX_INDEX_TIMEOUT_SECONDS = env_float("PREFIX_INDEX_TIMEOUT_SECONDS", 0.1, minimum=0.001, maximum=10.0)
 PREFIX_INDEX_RETRY_SECONDS = env_float("PREFIX_INDEX_RETRY_SECONDS", 5.0, minimum=0.0, maximum=3600.0)

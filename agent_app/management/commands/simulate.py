@@ -61,8 +61,12 @@ class Command(BaseCommand):
                 # Started at the run's first decision, when the scenario's cluster size is known:
                 # the service's NUM_REPLICAS must match it (3 replicas, or 4 in the trace fleet).
                 names = ",".join(f"r{i}" for i in range(num_replicas))  # the simulator's names
+                # One web worker: the simulated gateway sends one request at a time, and the traffic
+                # runs 60-120x faster than real time, so the half second before one worker sees what
+                # another routed (the serving refresh) would stand for a minute of simulated time.
                 stack = LiveStack(Path(tempfile.mkdtemp(prefix=f"rlagent-sim-{seed}-")), use_services,
-                                  port=free_port(), NUM_REPLICAS=str(num_replicas), REPLICA_NAMES=names)
+                                  port=free_port(), NUM_REPLICAS=str(num_replicas), REPLICA_NAMES=names,
+                                  WEB_CONCURRENCY="1")
                 stacks.append(stack)
                 stack.start("web")
                 stack.start("worker")  # /train runs on the training worker, as in every mode
