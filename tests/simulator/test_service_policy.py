@@ -170,5 +170,6 @@ def test_simulate_through_api_starts_each_service_with_the_scenarios_replica_cou
         context.num_replicas = 4
         policy.start(context)
         policy.start(context)
-    assert len(made) == 1 and made[0].env == {"NUM_REPLICAS": "4", "REPLICA_NAMES": "r0,r1,r2,r3"}
+    assert len(made) == 1 and made[0].env == {"NUM_REPLICAS": "4", "REPLICA_NAMES": "r0,r1,r2,r3",
+                                              "WEB_CONCURRENCY": "1"}
     assert made[0].started == ["web", "worker"] and made[0].closed
