@@ -34,9 +34,10 @@ from agent_app.rl.gate import (
 )
 from agent_app.rl.scorer import best_replicas, near_best_replicas
 
-# candidate_margin: the service's RL_MODEL_CANDIDATE_MARGIN (None: the model may choose any replica).
+# The service's RL_MODEL_CANDIDATE_MARGIN default (None: the model may choose any replica).
+CANDIDATE_MARGIN = 1.0
 GATE_DEFAULTS = {"window": 2000, "decide_every": 100, "heuristic": "scorer", "block_window": 100,
-                 "candidate_margin": 1.0}
+                 "candidate_margin": CANDIDATE_MARGIN}
 HEURISTICS = ("scorer", "least_loaded")
 
 
@@ -60,7 +61,7 @@ class RoutingGate:
 
     def __init__(self, config: GateConfig | None = None, window: int = 2000,
                  decide_every: int = 100, seed: int = 0, heuristic: str = "scorer",
-                 block_window: int = 100, candidate_margin: float | None = None) -> None:
+                 block_window: int = 100, candidate_margin: float | None = CANDIDATE_MARGIN) -> None:
         if window < 1 or decide_every < 1:
             raise ValueError(f"window and decide_every must be >= 1, got {window}, {decide_every}")
         if block_window < 2:
